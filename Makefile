@@ -1,0 +1,66 @@
+# movierec — the two commands a new user needs are `make demo` and `make test`; each sets itself up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+DATA ?= data
+ARTIFACT ?= artifacts/ml-100k-u1
+PORT ?= 50051
+PIP_INSTALL := $(PIP) install -q --disable-pip-version-check -c constraints.txt
+
+.PHONY: help install demo test lint typecheck proto proto-check serve bench report gpu-check clean
+
+help:
+	@echo "make demo   - install, fetch ml-100k, train if needed, serve, query over gRPC"
+	@echo "make test   - install and run the whole test suite"
+	@echo "make serve  - serve the default artifact in the foreground"
+	@echo "make bench  - benchmarks (prints figures, writes bench/results/)"
+	@echo "make report - train every preset on u1 and write the results table and plot"
+	@echo "make proto  - regenerate client/movierec/v1 from protos/"
+
+# One stamp per set of inputs: a changed pyproject.toml or constraints.txt reinstalls.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) --upgrade "pip>=24"
+	$(PIP_INSTALL) -e '.[train,server,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+$(DATA)/ml-100k/u.data: | install
+	$(VENV)/bin/movierec data fetch ml-100k --dest $(DATA)
+
+$(ARTIFACT)/manifest.json: | $(DATA)/ml-100k/u.data
+	$(VENV)/bin/movierec train --dataset ml-100k --split u1 --data-dir $(DATA) --out $(ARTIFACT)
+
+demo: $(ARTIFACT)/manifest.json
+	$(PY) -m movierec.demo --artifact $(ARTIFACT) --data-dir $(DATA)
+
+serve: $(ARTIFACT)/manifest.json
+	$(VENV)/bin/movierec serve --artifact $(ARTIFACT) --port $(PORT)
+
+proto: install
+	$(PY) -m movierec.devtools.protogen
+
+proto-check: install
+	$(PY) -m movierec.devtools.protogen --check
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: install
+	$(VENV)/bin/pytest -q
+
+bench: install
+	$(PY) -m bench.run_all
+
+report: install
+	$(VENV)/bin/movierec report --data-dir $(DATA) --out reports
+
+gpu-check: install
+	$(VENV)/bin/pytest -q tests -k "device or cuda"
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from movierec.cli import main
+
+sys.exit(main())
