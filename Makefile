@@ -41,10 +41,10 @@ serve: $(ARTIFACT)/manifest.json
 	$(VENV)/bin/movierec serve --artifact $(ARTIFACT) --port $(PORT)
 
 proto: install
-	$(PY) -m movierec.devtools.protogen
+	$(PY) tools/protogen.py
 
 proto-check: install
-	$(PY) -m movierec.devtools.protogen --check
+	$(PY) tools/protogen.py --check
 
 lint: install
 	$(VENV)/bin/ruff check .
