@@ -89,14 +89,21 @@ class Csr:
     def rows(self, which: npt.ArrayLike) -> Csr:
         """The sub-matrix of the given rows, in the given order (vectorized gather, no loop per row)."""
         which = np.asarray(which, dtype=np.int64)
-        starts = self.indptr[which]
-        lengths = self.indptr[which + 1] - starts
+        lengths = self.indptr[which + 1] - self.indptr[which]
         indptr = np.zeros(which.shape[0] + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
-        total = int(indptr[-1])
-        # position of each gathered entry in the source arrays
-        offsets = np.repeat(starts - indptr[:-1], lengths) + np.arange(total, dtype=np.int64)
+        offsets = self.positions(which)
         return Csr(indptr, self.indices[offsets], self.values[offsets], self.n_cols)
+
+    def positions(self, which: npt.ArrayLike) -> IntArray:
+        """Positions in `indices`/`values` of every entry of the given rows, in row order."""
+        which = np.asarray(which, dtype=np.int64)
+        starts = self.indptr[which]
+        lengths = self.indptr[which + 1] - starts
+        out_starts = np.zeros_like(lengths)
+        np.cumsum(lengths[:-1], out=out_starts[1:])
+        total = int(lengths.sum())
+        return np.repeat(starts - out_starts, lengths) + np.arange(total, dtype=np.int64)
 
     def densify(self, out: npt.NDArray[np.float32] | None = None) -> npt.NDArray[np.float32]:
         """A dense (n_rows, n_cols) float32 array with zeros where unrated."""

@@ -1,0 +1,40 @@
+"""Device selection and moving sparse batches onto a device: shared by training and serving."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from movierec.trainer.sparse import Csr
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error the user can act on."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {name!r}; choose auto, cpu or cuda")
+
+
+def coo_tensors(matrix: Csr, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r, c, v = matrix.to_coo()
+    return (torch.from_numpy(r).to(device), torch.from_numpy(c).to(device), torch.from_numpy(v).to(device))
+
+
+def dense_rows(matrix: Csr, device: torch.device) -> torch.Tensor:
+    """The whole (small) matrix as a dense float32 tensor on `device`: one scatter, no Python loop."""
+    out = torch.zeros((matrix.n_rows, matrix.n_cols), dtype=torch.float32, device=device)
+    if matrix.nnz:
+        r, c, v = coo_tensors(matrix, device)
+        out[r, c] = v
+    return out
+
+
+def dense_batch(matrix: Csr, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Densify only the given rows of `matrix`, straight into a tensor on `device`."""
+    return dense_rows(matrix.rows(rows), device)

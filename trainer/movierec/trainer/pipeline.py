@@ -1,0 +1,137 @@
+"""Training pipeline: ratings tables in, a verified artifact out. The CLI and the tests both call this."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from movierec.trainer.artifact import Artifact, ModelEntry, data_fingerprint, save_artifact
+from movierec.trainer.config import ModelConfig, Preset, TrainConfig
+from movierec.trainer.evaluate import evaluate
+from movierec.trainer.plots import learning_curve_png
+from movierec.trainer.scoring import Scorer
+from movierec.trainer.sparse import Csr, IdMap
+from movierec.trainer.train import FitResult, fit
+
+CATALOG_COLUMNS = ["item", "title", "year", "genres"]
+
+
+@dataclass
+class TrainOutcome:
+    path: Path
+    version: str
+    metrics: dict[str, Any]
+    fit: FitResult
+
+
+def holdout_mask(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """True for a random `fraction` of each user's ratings (rounded down; users keep at least one rating)."""
+    if fraction <= 0:
+        return np.zeros(users.shape[0], dtype=bool)
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(users.shape[0]), users))
+    sorted_users = users[order]
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    counts = np.diff(np.r_[starts, sorted_users.size])
+    rank = np.arange(sorted_users.size) - np.repeat(starts, counts)
+    take = np.floor(np.repeat(counts, counts) * fraction)
+    mask = np.zeros(users.shape[0], dtype=bool)
+    mask[order] = rank < np.minimum(take, np.repeat(counts, counts) - 1)
+    return mask
+
+
+def ratings_matrix(df: pd.DataFrame, users: IdMap, items: IdMap) -> Csr:
+    u = users.to_index(df["user"].to_numpy(np.int64))
+    i = items.to_index(df["item"].to_numpy(np.int64))
+    keep = (u >= 0) & (i >= 0)
+    return Csr.from_coo(u[keep], i[keep], df["rating"].to_numpy(np.float32)[keep], len(users), len(items))
+
+
+def default_catalog(items: IdMap) -> pd.DataFrame:
+    return pd.DataFrame({"item": items.raw, "title": [f"movie {i}" for i in items.raw], "year": 0, "genres": ""})
+
+
+def resolve_configs(preset: Preset, overrides: dict[str, Any] | None) -> tuple[ModelConfig, TrainConfig]:
+    """Apply {"model": {...}, "train": {...}} overrides (from --config or CLI flags) to a preset."""
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - {"model", "train"})
+    if unknown:
+        raise ValueError(f"config keys must be 'model' and/or 'train', got: {', '.join(unknown)}")
+    model = ModelConfig.from_dict({**preset.model.to_dict(), **overrides.get("model", {})})
+    train = TrainConfig.from_dict({**preset.train.to_dict(), **overrides.get("train", {})})
+    return model, train
+
+
+def run_training(
+    train_df: pd.DataFrame,
+    test_df: pd.DataFrame | None,
+    catalog: pd.DataFrame | None,
+    preset: Preset,
+    out: str | Path,
+    *,
+    overrides: dict[str, Any] | None = None,
+    dataset: str = "",
+    progress: bool = True,
+    k: int = 10,
+) -> TrainOutcome:
+    """Fit `preset` on `train_df`, select the epoch on a validation split of it, evaluate on `test_df`, save."""
+    model_cfg, train_cfg = resolve_configs(preset, overrides)
+    users = IdMap.from_ids(train_df["user"])
+    items = IdMap.from_ids(train_df["item"])
+    model_cfg = dataclasses.replace(model_cfg, n_items=len(items))
+    full = ratings_matrix(train_df, users, items)
+    valid_mask = holdout_mask(train_df["user"].to_numpy(np.int64), train_cfg.valid_fraction, train_cfg.seed)
+    fit_train = ratings_matrix(train_df[~valid_mask], users, items)
+    fit_valid = ratings_matrix(train_df[valid_mask], users, items)
+    t0 = time.perf_counter()
+    result = fit(fit_train, fit_valid, model_cfg, train_cfg, progress=progress)
+    seconds = time.perf_counter() - t0
+    state = {k_: v.detach().cpu() for k_, v in result.model.state_dict().items()}
+    cat = catalog[CATALOG_COLUMNS] if catalog is not None else default_catalog(items)
+    artifact = Artifact(
+        models={"rating": ModelEntry(model_cfg, state)},
+        users=users,
+        items=items,
+        history=full,
+        catalog=cat.reset_index(drop=True),
+        meta={
+            "dataset": dataset,
+            "preset": preset.name,
+            "data_fingerprint": data_fingerprint(
+                train_df["user"].to_numpy(), train_df["item"].to_numpy(), train_df["rating"].to_numpy()
+            ),
+            "ranking_by": "predicted rating (rating model)",
+            "training": {
+                "config": train_cfg.to_dict(),
+                "seconds": round(seconds, 3),
+                "best_epoch": result.best_epoch,
+                "epochs_run": len(result.history),
+                "best_valid_rmse": result.best_valid_rmse,
+                "device": result.device,
+                "train_ratings": int(fit_train.nnz),
+                "valid_ratings": int(fit_valid.nnz),
+            },
+        },
+        plots={
+            "learning_curve.png": learning_curve_png(
+                result.history, f"{preset.name} on {dataset or 'training data'}", result.best_epoch
+            )
+        },
+    )
+    metrics: dict[str, Any] = {"valid_rmse": result.best_valid_rmse}
+    if test_df is not None:
+        # The test file only reports: the model and its epoch were fixed above.
+        scorer = Scorer(artifact, result.model.parameters().__next__().device)
+        metrics.update({f"test_{k_}": v for k_, v in evaluate(scorer, test_df, k).items()})
+    artifact.metrics = metrics
+    version = save_artifact(artifact, out)
+    if progress:
+        print(f"artifact {version} written to {out}", file=sys.stderr)
+    return TrainOutcome(Path(out), version, metrics, result)
