@@ -185,7 +185,7 @@ def _diagnose_ratings(path: Path, layout: _Layout) -> DataError:
     for field, col in layout.columns.items():
         values = raw[col]
         numeric = pd.to_numeric(values, errors="coerce")
-        bad = numeric.isna().to_numpy()
+        bad = numeric.isna().to_numpy().copy()
         if field in ("user", "item", "timestamp") and field not in layout.float_fields:
             bad |= ~values.fillna("").str.strip().str.fullmatch(r"[+-]?\d+").to_numpy()
         if bad.any():
@@ -222,6 +222,8 @@ def load_ratings(path: Path | str, fmt: str = "auto") -> pd.DataFrame:
             path, sep=layout.sep, header=None, skiprows=layout.header_lines, dtype=dtypes,
             encoding="latin-1", engine="c", na_filter=bool(layout.empty_columns or layout.float_fields),
         )  # fmt: skip
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: no ratings (only a header)") from None
     except pd.errors.ParserError as exc:
         raise _parser_error(path, exc) from None
     except (ValueError, OverflowError):
