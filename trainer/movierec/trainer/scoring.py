@@ -135,7 +135,7 @@ class Scorer:
                 r, c, _ = coo_tensors(include, self.device)
                 restricted[r, c] = False
             scores.masked_fill_(restricted, neg_inf)
-        scores = torch.nan_to_num(scores, nan=neg_inf)
+        scores.masked_fill_(torch.isnan(scores), neg_inf)
         values, idx = torch.topk(scores, k, dim=1)
         values_np = values.cpu().numpy().astype(np.float32, copy=False)
         idx_np = idx.cpu().numpy().astype(np.int64, copy=False)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from movierec.trainer.config import PRESETS, ModelConfig, TrainConfig
+from movierec.trainer.losses import masked_mse
+from movierec.trainer.model import build_model, count_parameters
+
+
+def test_classic_shapes_and_parameter_count() -> None:
+    cfg = ModelConfig(n_items=50, hidden=(20, 10, 20))
+    model = build_model(cfg)
+    x = torch.zeros(3, 50)
+    assert model(x).shape == (3, 50)
+    # 50*20+20 + 20*10+10 + 10*20+20 + 20*50+50
+    assert count_parameters(model) == 1020 + 210 + 220 + 1050
+
+
+def test_config_round_trip_and_validation() -> None:
+    cfg = ModelConfig(n_items=7, hidden=(8, 4, 8), activation="selu", dropout=0.2)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown ModelConfig field"):
+        ModelConfig.from_dict({"n_items": 3, "bogus": 1})
+    with pytest.raises(ValueError, match="dropout"):
+        build_model(ModelConfig(n_items=3, dropout=1.5))
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0).validate()
+    with pytest.raises(ValueError, match="unknown model kind"):
+        build_model(ModelConfig(kind="nope", n_items=3))
+
+
+def test_masked_mse_ignores_unrated() -> None:
+    out = torch.tensor([[1.0, 9.0, 3.0]])
+    target = torch.tensor([[2.0, 0.0, 5.0]])
+    loss, n = masked_mse(out, target)
+    assert n == 2
+    assert float(loss) == pytest.approx((1 + 4) / 2)
+
+
+def test_every_preset_builds() -> None:
+    for preset in PRESETS.values():
+        model = build_model(ModelConfig.from_dict({**preset.model.to_dict(), "n_items": 30}))
+        assert model(torch.rand(2, 30)).shape == (2, 30)

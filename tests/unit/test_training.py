@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from movierec.trainer.config import PRESETS, ModelConfig, TrainConfig
+from movierec.trainer.pipeline import holdout_mask, ratings_matrix, run_training
+from movierec.trainer.sparse import IdMap
+from movierec.trainer.train import fit
+
+
+def _matrices(train: pd.DataFrame):
+    users, items = IdMap.from_ids(train.user), IdMap.from_ids(train.item)
+    mask = holdout_mask(train.user.to_numpy(), 0.1, 0)
+    return ratings_matrix(train[~mask], users, items), ratings_matrix(train[mask], users, items), len(items)
+
+
+def test_holdout_mask_per_user_fraction_and_never_empties_a_user() -> None:
+    users = np.array([1] * 10 + [2] * 1 + [3] * 5)
+    mask = holdout_mask(users, 0.2, seed=3)
+    assert mask[users == 1].sum() == 2
+    assert mask[users == 2].sum() == 0
+    assert mask[users == 3].sum() == 1
+    assert (holdout_mask(users, 0.2, seed=3) == mask).all()
+
+
+def test_fit_is_reproducible_and_learns(tiny_ratings) -> None:
+    tr, va, n_items = _matrices(tiny_ratings[0])
+    mcfg = ModelConfig(n_items=n_items, hidden=(16, 8, 16))
+    tcfg = TrainConfig(epochs=15, batch_size=16, lr=0.01, device="cpu", patience=0, seed=5)
+    a = fit(tr, va, mcfg, tcfg, progress=False)
+    b = fit(tr, va, mcfg, tcfg, progress=False)
+    for (ka, va_), (_, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
+        assert torch.equal(va_, vb), ka
+    assert a.history[-1].train_rmse < a.history[0].train_rmse
+    assert a.best_epoch == int(np.argmin([h.valid_rmse for h in a.history])) + 1
+
+
+def test_early_stopping_stops_and_keeps_best(tiny_ratings) -> None:
+    tr, va, n_items = _matrices(tiny_ratings[0])
+    mcfg = ModelConfig(n_items=n_items, hidden=(64, 32, 64), activation="relu")
+    tcfg = TrainConfig(epochs=300, batch_size=8, lr=0.05, device="cpu", patience=3, seed=1)
+    res = fit(tr, va, mcfg, tcfg, progress=False)
+    assert res.stopped_early
+    assert len(res.history) == res.best_epoch + 3
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_one_epoch_smoke(preset, tiny_ratings, tmp_path) -> None:
+    train, test, catalog = tiny_ratings
+    p = PRESETS[preset]
+    p = dataclasses.replace(p, train=dataclasses.replace(p.train, epochs=1, device="cpu"))
+    out = run_training(train, test, catalog, p, tmp_path / "a", dataset="tiny", progress=False)
+    assert (tmp_path / "a" / "manifest.json").is_file()
+    assert np.isfinite(out.metrics["test_rmse"])
+    assert out.metrics["test_ratings"] == len(test)
