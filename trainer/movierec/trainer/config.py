@@ -112,7 +112,7 @@ CLASSIC = Preset(
     name="classic",
     description="Stacked autoencoder 20-10-20, sigmoid, masked MSE, RMSprop (the classic notebook, trained correctly)",
     model=ModelConfig(hidden=(20, 10, 20), activation="sigmoid", output_activation="identity"),
-    train=TrainConfig(epochs=200, batch_size=32, optimizer="rmsprop", lr=0.01, weight_decay=0.0),
+    train=TrainConfig(epochs=200, batch_size=32, optimizer="rmsprop", lr=0.003, weight_decay=1e-4),
 )
 
 PRESETS: dict[str, Preset] = {CLASSIC.name: CLASSIC}
