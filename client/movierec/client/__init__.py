@@ -1,0 +1,43 @@
+"""movierec client SDK: talk to a `movierec serve` server from Python (no torch needed).
+
+from movierec.client import Client
+with Client("localhost:50051") as client:
+    recs = client.recommend([1, 2], k=10)          # Recommendations: one list per user
+    recs[0].movie_ids, recs[0].scores               # numpy arrays
+    recs.to_pandas()
+    client.recommend_for_ratings({50: 5.0, 172: 4.5}, k=5)
+    client.predict({50: 5.0}, [181, 1])             # Predictions
+"""
+
+from movierec.client._aio import AsyncClient
+from movierec.client._errors import MovieRecError
+from movierec.client._options import DEFAULT_TARGET, DEFAULT_TIMEOUT_S
+from movierec.client._results import (
+    ModelInfo,
+    Movies,
+    Predictions,
+    RatingsQuery,
+    Recommendation,
+    Recommendations,
+    RecommendQuery,
+    ServerLimits,
+    StreamResult,
+)
+from movierec.client._sync import Client
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "DEFAULT_TIMEOUT_S",
+    "AsyncClient",
+    "Client",
+    "ModelInfo",
+    "MovieRecError",
+    "Movies",
+    "Predictions",
+    "RatingsQuery",
+    "RecommendQuery",
+    "Recommendation",
+    "Recommendations",
+    "ServerLimits",
+    "StreamResult",
+]

@@ -1,0 +1,62 @@
+"""`movierec serve`: serve a trained artifact over gRPC (flags win over MOVIEREC_* environment variables).
+
+The server (torch, grpc health/reflection) is imported inside the handler, so `movierec --help` and the
+client commands need no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from movierec.cli import CliError
+
+# flag name -> (type, help); defaults live in movierec.server.config.ServerSettings (env: MOVIEREC_<NAME>)
+FLAGS: dict[str, tuple[type, str]] = {
+    "artifact": (str, "artifact folder written by `movierec train` (env MOVIEREC_ARTIFACT)"),
+    "host": (str, "address to bind (default [::], env MOVIEREC_HOST)"),
+    "port": (int, "port to bind, 0 = any free port (default 50051, env MOVIEREC_PORT)"),
+    "device": (str, "auto | cpu | cuda | cuda:N (default auto, env MOVIEREC_DEVICE)"),
+    "max_batch_size": (int, "most users scored in one model step (default 256)"),
+    "max_delay_ms": (float, "longest wait to fill a batch, milliseconds (default 1.0)"),
+    "max_queue_size": (int, "requests waiting for the model before RESOURCE_EXHAUSTED (default 1024)"),
+    "max_users_per_call": (int, "most users or rating vectors in one request (default 1000)"),
+    "max_message_bytes": (int, "request/response size limit in bytes (default 16 MiB)"),
+    "max_stream_inflight": (int, "requests of one stream scored concurrently (default 64)"),
+    "grace_s": (float, "seconds in-flight calls get to finish on SIGTERM/SIGINT (default 10)"),
+    "log_level": (str, "DEBUG | INFO | WARNING (default INFO)"),
+}
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("serve", help="serve a trained artifact over gRPC")
+    for name, (typ, text) in FLAGS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
+    parser.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from movierec.server.config import ServerSettings
+
+    try:
+        settings = ServerSettings.from_sources({name: getattr(args, name) for name in FLAGS})
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if not (settings.artifact / "manifest.json").exists() and not settings.artifact.is_dir():
+        raise CliError(f"artifact not found: {settings.artifact} (train one with `movierec train`)")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from movierec.server.app import serve
+    from movierec.trainer.artifact import ArtifactError
+
+    try:
+        asyncio.run(serve(settings))
+    except ArtifactError as exc:
+        raise CliError(f"cannot load artifact {settings.artifact}: {exc}") from None
+    except OSError as exc:
+        raise CliError(f"cannot serve on {settings.host}:{settings.port}: {exc}") from None
+    return 0

@@ -1,0 +1,142 @@
+"""The asyncio client (grpc.aio): the same methods as Client, awaitable."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+from movierec.client import _convert as c
+from movierec.client._errors import translate_errors
+from movierec.client._options import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, channel_options, resolve_timeout
+from movierec.client._results import (
+    IdsLike,
+    ModelInfo,
+    Movies,
+    Predictions,
+    RatingsLike,
+    RatingsQuery,
+    Recommendations,
+    RecommendQuery,
+    StreamResult,
+)
+from movierec.v1 import recommender_service_pb2 as pb
+from movierec.v1 import recommender_service_pb2_grpc as pb_grpc
+
+
+class AsyncClient:
+    """asyncio movierec client. `async with AsyncClient("localhost:50051") as client: await client.recommend(1)`."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        opts = channel_options(options)
+        self._channel = (
+            grpc.aio.secure_channel(target, credentials, options=opts)
+            if credentials is not None
+            else grpc.aio.insecure_channel(target, options=opts)
+        )
+        self._stub = pb_grpc.RecommenderServiceStub(self._channel)
+        self._health = self._channel.unary_unary(
+            c.HEALTH_METHOD, request_serializer=None, response_deserializer=None
+        )
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _t(self, timeout: float | None) -> float | None:
+        return resolve_timeout(timeout, self.timeout)
+
+    async def recommend(
+        self,
+        user_ids: IdsLike,
+        k: int = 10,
+        *,
+        exclude: IdsLike = (),
+        include: IdsLike = (),
+        titles: bool = False,
+        timeout: float | None = None,
+    ) -> Recommendations:
+        req = c.recommend_request(RecommendQuery(user_ids, k, exclude, include, titles))
+        with translate_errors():
+            return c.recommendations(await self._stub.Recommend(req, timeout=self._t(timeout)))
+
+    async def recommend_for_ratings(
+        self,
+        ratings: RatingsLike | Sequence[RatingsLike],
+        k: int = 10,
+        *,
+        exclude: IdsLike = (),
+        include: IdsLike = (),
+        titles: bool = False,
+        timeout: float | None = None,
+    ) -> Recommendations:
+        req = c.ratings_request(RatingsQuery(ratings, k, (), exclude, include, titles))
+        with translate_errors():
+            return c.ratings_recommendations(
+                await self._stub.RecommendForRatings(req, timeout=self._t(timeout))
+            )
+
+    async def predict(
+        self, ratings: Any, movie_ids: Any, *, timeout: float | None = None
+    ) -> Predictions | list[Predictions]:
+        req = c.ratings_request(RatingsQuery(ratings, 0, movie_ids))
+        with translate_errors():
+            out = c.predictions(await self._stub.RecommendForRatings(req, timeout=self._t(timeout)))
+        return out[0] if c.is_single_vector(ratings) else out
+
+    async def stream(
+        self,
+        queries: Iterable[RecommendQuery | RatingsQuery] | AsyncIterable[RecommendQuery | RatingsQuery],
+        *,
+        timeout: float | None = None,
+    ) -> AsyncIterator[StreamResult]:
+        """As Client.stream; `queries` may be a plain or an async iterable."""
+
+        async def requests() -> AsyncIterator[pb.StreamRecommendRequest]:
+            i = 0
+            if isinstance(queries, AsyncIterable):
+                async for q in queries:
+                    yield c.stream_request(q, q.request_id or str(i))
+                    i += 1
+            else:
+                for req in c.stream_requests(queries):
+                    yield req
+
+        call = self._stub.StreamRecommend(requests(), timeout=self._t(timeout))
+        try:
+            with translate_errors():
+                async for resp in call:
+                    yield c.stream_result(resp)
+        finally:
+            call.cancel()
+
+    async def model_info(self, *, timeout: float | None = None) -> ModelInfo:
+        with translate_errors():
+            return c.model_info(
+                await self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self._t(timeout))
+            )
+
+    async def movies(self, movie_ids: IdsLike = (), *, timeout: float | None = None) -> Movies:
+        req = pb.GetMoviesRequest(movie_ids=c.ids(movie_ids).tolist())
+        with translate_errors():
+            return c.movies(await self._stub.GetMovies(req, timeout=self._t(timeout)))
+
+    async def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        with translate_errors():
+            data = await self._health(c.encode_health_request(service), timeout=self._t(timeout))
+        return c.decode_health_response(data)

@@ -1,0 +1,168 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, overload
+
+import grpc
+from movierec.client import _convert as c
+from movierec.client._errors import MovieRecError, translate_errors
+from movierec.client._options import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, channel_options, resolve_timeout
+from movierec.client._results import (
+    IdsLike,
+    ModelInfo,
+    Movies,
+    Predictions,
+    RatingsLike,
+    RatingsQuery,
+    Recommendations,
+    RecommendQuery,
+    StreamResult,
+)
+from movierec.v1 import recommender_service_pb2 as pb
+from movierec.v1 import recommender_service_pb2_grpc as pb_grpc
+
+
+class Client:
+    """Blocking movierec client. `with Client("localhost:50051") as client: client.recommend([1, 2])`.
+
+    Every call gets `timeout` seconds (per call override: `timeout=`; `math.inf` = none) and raises
+    `MovieRecError` on failure. UNAVAILABLE is retried by gRPC's retry policy (see `_options`).
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        opts = channel_options(options)
+        self._channel = (
+            grpc.secure_channel(target, credentials, options=opts)
+            if credentials is not None
+            else grpc.insecure_channel(target, options=opts)
+        )
+        self._stub = pb_grpc.RecommenderServiceStub(self._channel)
+        self._health = self._channel.unary_unary(
+            c.HEALTH_METHOD, request_serializer=None, response_deserializer=None, _registered_method=True
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _t(self, timeout: float | None) -> float | None:
+        return resolve_timeout(timeout, self.timeout)
+
+    # -- calls ----------------------------------------------------------------------------------------------
+    def recommend(
+        self,
+        user_ids: IdsLike,
+        k: int = 10,
+        *,
+        exclude: IdsLike = (),
+        include: IdsLike = (),
+        titles: bool = False,
+        timeout: float | None = None,
+    ) -> Recommendations:
+        """Top-k for known users (one list per user id, in order); already-rated movies never appear."""
+        req = c.recommend_request(RecommendQuery(user_ids, k, exclude, include, titles))
+        with translate_errors():
+            return c.recommendations(self._stub.Recommend(req, timeout=self._t(timeout)))
+
+    def recommend_for_ratings(
+        self,
+        ratings: RatingsLike | Sequence[RatingsLike],
+        k: int = 10,
+        *,
+        exclude: IdsLike = (),
+        include: IdsLike = (),
+        titles: bool = False,
+        timeout: float | None = None,
+    ) -> Recommendations:
+        """Top-k for users given by rating vectors ({movie_id: rating} or a list of them)."""
+        req = c.ratings_request(RatingsQuery(ratings, k, (), exclude, include, titles))
+        with translate_errors():
+            return c.ratings_recommendations(self._stub.RecommendForRatings(req, timeout=self._t(timeout)))
+
+    @overload
+    def predict(
+        self, ratings: RatingsLike, movie_ids: IdsLike, *, timeout: float | None = None
+    ) -> Predictions: ...
+    @overload
+    def predict(
+        self,
+        ratings: Sequence[RatingsLike],
+        movie_ids: IdsLike | Sequence[IdsLike],
+        *,
+        timeout: float | None = None,
+    ) -> list[Predictions]: ...
+    def predict(
+        self, ratings: Any, movie_ids: Any, *, timeout: float | None = None
+    ) -> Predictions | list[Predictions]:
+        """Predicted ratings for `movie_ids`; one vector -> Predictions, a list of vectors -> a list."""
+        req = c.ratings_request(RatingsQuery(ratings, 0, movie_ids))
+        with translate_errors():
+            out = c.predictions(self._stub.RecommendForRatings(req, timeout=self._t(timeout)))
+        return out[0] if c.is_single_vector(ratings) else out
+
+    def stream(
+        self, queries: Iterable[RecommendQuery | RatingsQuery], *, timeout: float | None = None
+    ) -> Iterator[StreamResult]:
+        """Send many queries on one stream; results come back as they are ready (not in order), tagged with
+        each query's request_id (default: its position as a string). A failed query yields a result with
+        `.error` set; a failed stream raises MovieRecError. Closing the iterator cancels the stream."""
+        call = self._stub.StreamRecommend(c.stream_requests(queries), timeout=self._t(timeout))
+        try:
+            with translate_errors():
+                for resp in call:
+                    yield c.stream_result(resp)
+        finally:
+            call.cancel()
+
+    def model_info(self, *, timeout: float | None = None) -> ModelInfo:
+        with translate_errors():
+            return c.model_info(self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self._t(timeout)))
+
+    def movies(self, movie_ids: IdsLike = (), *, timeout: float | None = None) -> Movies:
+        """Catalog entries for `movie_ids` (default: the whole catalog)."""
+        req = pb.GetMoviesRequest(movie_ids=c.ids(movie_ids).tolist())
+        with translate_errors():
+            return c.movies(self._stub.GetMovies(req, timeout=self._t(timeout)))
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """grpc.health.v1 status: "SERVING", "NOT_SERVING", ... ("" = the whole server)."""
+        with translate_errors():
+            return c.decode_health_response(
+                self._health(c.encode_health_request(service), timeout=self._t(timeout))
+            )
+
+    def wait_until_serving(self, timeout: float = 30.0) -> None:
+        """Block until health() is SERVING (the server finished warm-up) or raise MovieRecError."""
+        import time
+
+        end = time.monotonic() + timeout
+        last: MovieRecError | str = "no answer"
+        while time.monotonic() < end:
+            try:
+                status = self.health(timeout=max(0.1, min(2.0, end - time.monotonic())))
+                if status == "SERVING":
+                    return
+                last = status
+            except MovieRecError as err:
+                last = err
+            time.sleep(0.05)
+        raise MovieRecError(
+            grpc.StatusCode.UNAVAILABLE, f"{self.target} not serving after {timeout}s: {last}"
+        )

@@ -1,0 +1,127 @@
+"""The gRPC server: servicer + health + reflection on a grpc.aio server, warm-up, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+import grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from movierec.server.config import ServerSettings
+from movierec.server.engine import Engine, ScorerLike
+from movierec.server.servicer import SERVICE_NAME, RecommenderServicer
+from movierec.v1 import recommender_service_pb2_grpc as pb_grpc
+
+log = logging.getLogger("movierec.server")
+
+
+def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # accept client keepalive pings every >= 10 s (the SDK pings every 30 s) instead of GOAWAY-ing them
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class RecommenderServer:
+    """One scorer served over gRPC. `await start()`, then `await stop()` (or `serve_until_signal`)."""
+
+    def __init__(self, scorer: ScorerLike, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.engine = Engine(scorer, settings)
+        self.health = health_aio.HealthServicer()
+        self.port: int | None = None
+        self._server: grpc.aio.Server | None = None
+
+    @property
+    def batcher(self) -> Any:
+        return self.engine.batcher
+
+    async def start(self) -> int:
+        """Bind, start the batcher, report SERVING; returns the bound port."""
+        s = self.settings
+        server = grpc.aio.server(options=server_options(s))
+        pb_grpc.add_RecommenderServiceServicer_to_server(
+            RecommenderServicer(self.engine, s.max_stream_inflight), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        port = server.add_insecure_port(f"{s.host}:{s.port}")
+        if port == 0:
+            raise OSError(f"cannot bind {s.host}:{s.port}")
+        self.engine.batcher.start()
+        await server.start()
+        self._server, self.port = server, port
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING, refuse new calls, let in-flight calls finish within `grace` seconds, stop the batcher."""
+        if self._server is None:
+            return
+        grace = self.settings.grace_s if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+        await self.engine.batcher.stop()
+        self._server = None
+
+
+def load_scorer(settings: ServerSettings) -> ScorerLike:
+    from movierec.trainer.scoring import Scorer  # torch: only when serving
+
+    scorer = Scorer.load(settings.artifact, device=settings.device)
+    scorer.warmup()
+    return scorer
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Load, warm up, serve until SIGTERM/SIGINT, shut down gracefully."""
+    t0 = time.perf_counter()
+    log.info("movierec server starting: %s", settings.describe())
+    scorer = await asyncio.to_thread(load_scorer, settings)
+    server = RecommenderServer(scorer, settings)
+    port = await server.start()
+    info = scorer.info
+    log.info(
+        "movierec server serving on %s:%d: model %s (%s, %d users, %d movies) on %s, ready in %.1fs",
+        settings.host,
+        port,
+        info.version,
+        info.dataset,
+        info.n_users,
+        info.n_items,
+        scorer.device,
+        time.perf_counter() - t0,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("movierec server stopping: finishing in-flight calls (grace %.1fs)", settings.grace_s)
+    await server.stop()
+    st = server.batcher.stats
+    log.info(
+        "movierec server stopped: %d requests in %d batches, %d expired, %d cancelled, %d rejected (queue full)",
+        st.requests_served,
+        st.batches_run,
+        st.requests_dropped_expired,
+        st.requests_dropped_cancelled,
+        st.requests_rejected_full,
+    )

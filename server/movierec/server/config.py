@@ -1,0 +1,92 @@
+"""Server settings: one dataclass, filled from CLI flags with environment-variable fallbacks."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "MOVIEREC_"
+DEFAULT_PORT = 50051
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Every knob of `movierec serve`. Env var for field `x` is `MOVIEREC_X` (e.g. MOVIEREC_PORT)."""
+
+    artifact: Path = Path("artifacts/ml-100k-u1")
+    host: str = "[::]"
+    port: int = DEFAULT_PORT  # 0 = pick a free port
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    max_batch_size: int = 256  # rows (users) per model step
+    max_delay_ms: float = 1.0  # longest wait to fill a batch once a request is waiting
+    max_queue_size: int = 1024  # requests waiting for the model; beyond: RESOURCE_EXHAUSTED
+    max_users_per_call: int = 1000
+    max_message_bytes: int = 16 * 1024 * 1024  # request and response limit on the server
+    max_stream_inflight: int = 64  # requests of one stream being scored at once (backpressure beyond)
+    grace_s: float = 10.0  # shutdown: time for in-flight calls to finish
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        checks = {
+            "port": 0 <= self.port <= 65535,
+            "max_batch_size": self.max_batch_size >= 1,
+            "max_delay_ms": self.max_delay_ms >= 0,
+            "max_queue_size": self.max_queue_size >= 1,
+            "max_users_per_call": self.max_users_per_call >= 1,
+            "max_message_bytes": self.max_message_bytes >= 64 * 1024,
+            "max_stream_inflight": self.max_stream_inflight >= 1,
+            "grace_s": self.grace_s >= 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(
+                f"invalid server settings: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}"
+            )
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(
+                f"invalid server settings: device={self.device!r}; use auto, cpu, cuda or cuda:N"
+            )
+
+    @classmethod
+    def env_name(cls, name: str) -> str:
+        return ENV_PREFIX + name.upper()
+
+    @classmethod
+    def from_sources(
+        cls, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> ServerSettings:
+        """Flags (None = not given) win over environment variables, which win over defaults."""
+        flags = flags or {}
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw: Any = flags.get(f.name)
+            if raw is None:
+                raw = env.get(cls.env_name(f.name))
+            if raw is None:
+                continue
+            default = f.default
+            try:
+                if isinstance(default, bool):
+                    values[f.name] = str(raw).lower() in ("1", "true", "yes", "on")
+                elif isinstance(default, Path):
+                    values[f.name] = Path(raw)
+                elif isinstance(default, int):
+                    values[f.name] = int(raw)
+                elif isinstance(default, float):
+                    values[f.name] = float(raw)
+                else:
+                    values[f.name] = str(raw)
+            except ValueError:
+                raise ValueError(
+                    f"invalid server settings: {f.name}={raw!r} (flag --{f.name.replace('_', '-')} or "
+                    f"{cls.env_name(f.name)}) is not a {type(default).__name__}"
+                ) from None
+        return cls(**values)
+
+    def describe(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items())

@@ -1,0 +1,255 @@
+"""The serving core: validated numpy requests -> batched scorer calls -> numpy results (no grpc here).
+
+The servicer converts protos to the arrays these methods take and the results back; the scorer is anything
+with the `ScorerLike` interface (`movierec.trainer.scoring.Scorer` in production, fakes in tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from movierec.server import validation as v
+from movierec.server.batcher import DynamicBatcher
+from movierec.server.config import ServerSettings
+from movierec.server.errors import invalid
+from movierec.trainer.sparse import Csr, IdMap
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float32]
+
+
+class ScorerLike(Protocol):
+    info: Any
+    users: IdMap
+    items: IdMap
+    catalog: Any
+    history: Csr
+    device: Any
+
+    def topk(
+        self,
+        inputs: Csr,
+        k: int,
+        *,
+        exclude: Csr | None = None,
+        include: Csr | None = None,
+        include_rows: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def predict(self, inputs: Csr, targets: Csr) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """One request's share of a model step: rows of rating vectors plus what to compute for them."""
+
+    inputs: Csr  # rating vectors, dense item indices
+    k: int  # top-k per row; 0 = none
+    exclude: IntArray | None = None  # dense items excluded for every row of this job
+    include: IntArray | None = None  # when set: the only candidate items, for every row
+    targets: Csr | None = None  # items to predict ratings for, per row
+
+    @property
+    def rows(self) -> int:
+        return self.inputs.n_rows
+
+
+@dataclass(frozen=True)
+class ScoreOutput:
+    items: IntArray | None  # [rows, k] dense item index, -1 = padding
+    scores: FloatArray | None  # [rows, k]
+    predictions: FloatArray | None  # [targets.nnz] in targets' order
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Top-k lists in raw ids. Row r holds lengths[r] valid entries; the rest is padding (-1, -inf)."""
+
+    movie_ids: IntArray  # [rows, k] raw ids
+    items: IntArray  # [rows, k] dense indices (for titles)
+    scores: FloatArray
+    lengths: IntArray
+
+
+def stack_csr(parts: Sequence[Csr], n_cols: int) -> Csr:
+    if len(parts) == 1:
+        return parts[0]
+    indptr = [np.zeros(1, dtype=np.int64)]
+    offset = 0
+    for p in parts:
+        indptr.append(p.indptr[1:] + offset)
+        offset += p.nnz
+    return Csr(
+        np.concatenate(indptr),
+        np.concatenate([p.indices for p in parts]) if parts else np.zeros(0, np.int64),
+        np.concatenate([p.values for p in parts]) if parts else np.zeros(0, np.float32),
+        n_cols,
+    )
+
+
+def tiled(items: IntArray | None, rows: int, n_cols: int) -> Csr:
+    """A Csr with the same item list on each of `rows` rows (empty rows when items is None)."""
+    if items is None or items.size == 0:
+        return Csr.empty(rows, n_cols)
+    m = items.size
+    return Csr(
+        np.arange(rows + 1, dtype=np.int64) * m,
+        np.tile(np.sort(items), rows),
+        np.ones(rows * m, dtype=np.float32),
+        n_cols,
+    )
+
+
+def run_batch(scorer: ScorerLike, jobs: Sequence[ScoreJob]) -> list[ScoreOutput]:
+    """One model step for many jobs: one `topk` call (k = the largest k) and at most one `predict` call."""
+    n_items = len(scorer.items)
+    topk_out: dict[int, tuple[IntArray, FloatArray]] = {}
+    ranked = [i for i, j in enumerate(jobs) if j.k > 0]
+    if ranked:
+        sel = [jobs[i] for i in ranked]
+        kmax = max(j.k for j in sel)
+        inputs = stack_csr([j.inputs for j in sel], n_items)
+        exclude = None
+        if any(j.exclude is not None and j.exclude.size for j in sel):
+            exclude = stack_csr([tiled(j.exclude, j.rows, n_items) for j in sel], n_items)
+        include = include_rows = None
+        if any(j.include is not None for j in sel):
+            include = stack_csr([tiled(j.include, j.rows, n_items) for j in sel], n_items)
+            include_rows = np.repeat(np.array([j.include is not None for j in sel]), [j.rows for j in sel])
+        items, scores = scorer.topk(inputs, kmax, exclude=exclude, include=include, include_rows=include_rows)
+        items = np.asarray(items, dtype=np.int64)
+        scores = np.asarray(scores, dtype=np.float32)
+        start = 0
+        for i, j in zip(ranked, sel, strict=True):
+            topk_out[i] = (items[start : start + j.rows, : j.k], scores[start : start + j.rows, : j.k])
+            start += j.rows
+    pred_out: dict[int, FloatArray] = {}
+    predicted = [i for i, j in enumerate(jobs) if j.targets is not None and j.targets.nnz]
+    if predicted:
+        sel = [jobs[i] for i in predicted]
+        inputs = stack_csr([j.inputs for j in sel], n_items)
+        targets = stack_csr([j.targets for j in sel if j.targets is not None], n_items)
+        preds = np.asarray(scorer.predict(inputs, targets), dtype=np.float32)
+        start = 0
+        for i, j in zip(predicted, sel, strict=True):
+            assert j.targets is not None
+            pred_out[i] = preds[start : start + j.targets.nnz]
+            start += j.targets.nnz
+    outputs = []
+    for i, j in enumerate(jobs):
+        it, sc = topk_out.get(i, (None, None))
+        pr = pred_out.get(i)
+        if pr is None and j.targets is not None:
+            pr = np.zeros(0, dtype=np.float32)
+        outputs.append(ScoreOutput(it, sc, pr))
+    return outputs
+
+
+class Engine:
+    """Validates requests, builds score jobs, submits them to the batcher, maps results back to raw ids."""
+
+    def __init__(self, scorer: ScorerLike, settings: ServerSettings) -> None:
+        self.scorer = scorer
+        self.settings = settings
+        self.n_items = len(scorer.items)
+        self.version = str(scorer.info.version)
+        titles = list(scorer.catalog.titles)
+        self.titles = np.array(titles, dtype=object)
+        self.max_title_bytes = max((len(t.encode()) for t in titles), default=0)
+        self.max_movie_id = int(scorer.items.raw.max()) if self.n_items else 0
+        self.batcher: DynamicBatcher[ScoreJob, ScoreOutput] = DynamicBatcher(
+            lambda jobs: run_batch(scorer, jobs),
+            max_batch_size=settings.max_batch_size,
+            max_delay_s=settings.max_delay_ms / 1000.0,
+            max_queue_size=settings.max_queue_size,
+            rows_of=lambda job: job.rows,
+        )
+
+    # -- shared checks ------------------------------------------------------------------------------------
+    def _candidates(
+        self, exclude_ids: IntArray, include_ids: IntArray
+    ) -> tuple[IntArray | None, IntArray | None]:
+        exclude = (
+            v.movies_to_index(exclude_ids, self.scorer.items, "exclude_movie_ids")
+            if exclude_ids.size
+            else None
+        )
+        include = (
+            v.movies_to_index(include_ids, self.scorer.items, "include_movie_ids")
+            if include_ids.size
+            else None
+        )
+        return exclude, include
+
+    def _check_size(self, n_lists: int, k: int, titles: bool) -> None:
+        bound = v.response_bytes_bound(n_lists, k, self.max_movie_id, self.max_title_bytes, titles)
+        limit = self.settings.max_message_bytes
+        if bound > limit:
+            raise invalid(
+                f"k: {n_lists} lists of k={k}{' with titles' if titles else ''} could take {bound} bytes, above "
+                f"the {limit}-byte message limit; ask for fewer users per call or a smaller k"
+            )
+
+    def _topk(self, out: ScoreOutput) -> TopK:
+        assert out.items is not None and out.scores is not None
+        items = out.items
+        valid = items >= 0
+        movie_ids = np.where(valid, self.scorer.items.raw[np.maximum(items, 0)], -1)
+        return TopK(movie_ids, items, out.scores, valid.sum(axis=1).astype(np.int64))
+
+    # -- operations ---------------------------------------------------------------------------------------
+    async def recommend(
+        self,
+        user_ids: IntArray,
+        k: int,
+        exclude_ids: IntArray,
+        include_ids: IntArray,
+        *,
+        titles: bool = False,
+        deadline: float | None = None,
+    ) -> TopK:
+        v.check_count(user_ids.size, self.settings.max_users_per_call, "user_ids")
+        v.check_k(k, self.n_items)
+        users = v.users_to_index(user_ids, self.scorer.users)
+        exclude, include = self._candidates(exclude_ids, include_ids)
+        self._check_size(user_ids.size, k, titles)
+        job = ScoreJob(self.scorer.history.rows(users), k, exclude, include)
+        return self._topk(await self.batcher.submit(job, deadline=deadline))
+
+    async def recommend_for_ratings(
+        self,
+        movie_ids: IntArray,
+        ratings: FloatArray,
+        id_lengths: IntArray,
+        rating_lengths: IntArray,
+        predict_ids: IntArray,
+        predict_lengths: IntArray,
+        k: int,
+        exclude_ids: IntArray,
+        include_ids: IntArray,
+        *,
+        titles: bool = False,
+        deadline: float | None = None,
+    ) -> tuple[TopK | None, FloatArray | None]:
+        """Top-k (when k > 0) and predictions (flat, aligned with predict_ids) for rating vectors."""
+        v.check_count(id_lengths.size, self.settings.max_users_per_call, "queries")
+        v.check_k(k, self.n_items, allow_zero=True)
+        if k == 0 and predict_ids.size == 0:
+            raise invalid(
+                "k: 0 and no predict_movie_ids in any query; ask for recommendations (k >= 1) or predictions"
+            )
+        inputs = v.rating_vectors(movie_ids, ratings, id_lengths, rating_lengths, self.scorer.items)
+        targets = (
+            v.target_lists(predict_ids, predict_lengths, self.scorer.items) if predict_ids.size else None
+        )
+        exclude, include = self._candidates(exclude_ids, include_ids)
+        if k:
+            self._check_size(id_lengths.size, k, titles)
+        if 9 * predict_ids.size + 64 > self.settings.max_message_bytes:
+            raise invalid(f"queries: {predict_ids.size} predict_movie_ids are too many for the message limit")
+        out = await self.batcher.submit(ScoreJob(inputs, k, exclude, include, targets), deadline=deadline)
+        return (self._topk(out) if k else None), out.predictions

@@ -1,0 +1,179 @@
+"""Every RPC through the SDK against a real server and the trainer's scorer, compared with in-process scoring."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from movierec.client import AsyncClient, Client, MovieRecError, RatingsQuery, RecommendQuery
+from movierec.trainer.sparse import Csr
+
+
+def known_users(scorer: Any, n: int) -> np.ndarray:
+    return scorer.users.raw[:n]
+
+
+def in_process_topk(scorer: Any, user_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = scorer.users.to_index(user_ids)
+    items, scores = scorer.topk(scorer.history.rows(idx), k)
+    return items, scores
+
+
+def test_model_info(client: Client, scorer: Any, server: Any) -> None:
+    info = client.model_info()
+    assert info.version == scorer.info.version
+    assert info.dataset == scorer.info.dataset
+    assert (info.n_users, info.n_items, info.n_ratings) == (
+        scorer.info.n_users,
+        scorer.info.n_items,
+        scorer.info.n_ratings,
+    )
+    assert set(info.metrics) == set(scorer.info.metrics)
+    assert info.training_seconds == pytest.approx(scorer.info.training_seconds)
+    assert info.device == "cpu"
+    assert info.limits.max_k == scorer.info.n_items
+    assert info.limits.max_users_per_call == server.settings.max_users_per_call
+
+
+def test_health_and_movies(client: Client, scorer: Any) -> None:
+    assert client.health() == "SERVING"
+    assert client.health("movierec.v1.RecommenderService") == "SERVING"
+    everything = client.movies()
+    assert len(everything) == len(scorer.items)
+    np.testing.assert_array_equal(everything.movie_ids, scorer.items.raw)
+    some = client.movies(scorer.items.raw[[3, 1]])
+    assert some.titles == [scorer.catalog.titles[3], scorer.catalog.titles[1]]
+    assert some.to_pandas().shape == (2, 4)
+
+
+def test_recommend_matches_in_process_scoring(client: Client, scorer: Any) -> None:
+    users = known_users(scorer, 7)
+    recs = client.recommend(users, k=10)
+    items, scores = in_process_topk(scorer, users, 10)
+    assert recs.model_version == scorer.info.version
+    assert [r.user_id for r in recs] == users.tolist()
+    for r, it, sc in zip(recs, items, scores, strict=True):
+        valid = it >= 0
+        np.testing.assert_array_equal(r.movie_ids, scorer.items.raw[it[valid]])
+        np.testing.assert_allclose(r.scores, sc[valid], rtol=1e-5, atol=1e-6)
+        rated = scorer.items.raw[scorer.history.rows([scorer.users.to_index([r.user_id])[0]]).indices]
+        assert not set(r.movie_ids.tolist()) & set(rated.tolist())
+    df = recs.to_pandas()
+    assert list(df.columns) == ["query", "user_id", "rank", "movie_id", "score"]
+
+
+def test_recommend_include_exclude_titles(client: Client, scorer: Any) -> None:
+    user = int(known_users(scorer, 1)[0])
+    base = client.recommend(user, k=5)[0]
+    excluded = client.recommend(user, k=5, exclude=base.movie_ids[:2])[0]
+    assert not set(base.movie_ids[:2].tolist()) & set(excluded.movie_ids.tolist())
+    allowed = scorer.items.raw[:20]
+    inc = client.recommend(user, k=5, include=allowed, titles=True)[0]
+    assert set(inc.movie_ids.tolist()) <= set(allowed.tolist())
+    assert inc.titles is not None and len(inc.titles) == len(inc)
+    title_of = dict(zip(scorer.items.raw.tolist(), scorer.catalog.titles, strict=True))
+    assert list(inc.titles) == [title_of[m] for m in inc.movie_ids.tolist()]
+
+
+def test_recommend_for_ratings_and_predict_match_scorer(client: Client, scorer: Any) -> None:
+    raw = scorer.items.raw
+    vec = {int(raw[0]): 5.0, int(raw[3]): 4.0, int(raw[7]): 1.5}
+    recs = client.recommend_for_ratings([vec, {int(raw[1]): 2.0}], k=8)
+    assert len(recs) == 2 and recs[0].user_id is None
+    csr = Csr.from_coo([0, 0, 0, 1], [0, 3, 7, 1], [5.0, 4.0, 1.5, 2.0], 2, len(raw))
+    items, scores = scorer.topk(csr, 8)
+    for r, it, sc in zip(recs, items, scores, strict=True):
+        np.testing.assert_array_equal(r.movie_ids, raw[it[it >= 0]])
+        np.testing.assert_allclose(r.scores, sc[it >= 0], rtol=1e-5, atol=1e-6)
+    assert not {int(raw[0]), int(raw[3]), int(raw[7])} & set(recs[0].movie_ids.tolist())
+
+    targets = [int(raw[10]), int(raw[2]), int(raw[0])]
+    pred = client.predict(vec, targets)
+    np.testing.assert_array_equal(pred.movie_ids, targets)
+    expected = scorer.predict(
+        csr.rows([0]), Csr(np.array([0, 3]), np.array([10, 2, 0]), np.ones(3, np.float32), len(raw))
+    )
+    np.testing.assert_allclose(pred.ratings, expected, rtol=1e-5)
+    assert np.all((pred.ratings >= 1) & (pred.ratings <= 5))
+    many = client.predict([vec, {}], [[int(raw[10])], [int(raw[2]), int(raw[4])]])
+    assert [len(p) for p in many] == [1, 2]
+    assert set(pred.as_dict()) == set(targets)
+
+
+def test_stream_tags_results_and_reports_errors_per_request(client: Client, scorer: Any) -> None:
+    users = known_users(scorer, 5).tolist()
+    raw = scorer.items.raw
+    queries: list[Any] = [RecommendQuery([u], k=3, request_id=f"u{u}") for u in users]
+    queries.append(RatingsQuery({int(raw[0]): 4.0}, k=2, predict=[int(raw[1])], request_id="anon"))
+    queries.append(RecommendQuery([-999], k=3, request_id="bad"))
+    results = {r.request_id: r for r in client.stream(queries)}
+    assert set(results) == {*(f"u{u}" for u in users), "anon", "bad"}
+    for u in users:
+        res = results[f"u{u}"]
+        assert res.ok and res.recommendations is not None
+        assert res.recommendations[0].user_id == u
+        expected = client.recommend(u, k=3)[0]
+        np.testing.assert_array_equal(res.recommendations[0].movie_ids, expected.movie_ids)
+    anon = results["anon"]
+    assert anon.recommendations is not None and anon.predictions is not None
+    assert len(anon.recommendations[0]) == 2 and anon.predictions[0].movie_ids.tolist() == [int(raw[1])]
+    bad = results["bad"]
+    assert bad.error is not None and bad.error.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_stream_cancellation_keeps_server_serving(client: Client, scorer: Any) -> None:
+    user = int(known_users(scorer, 1)[0])
+
+    def endless() -> Any:
+        i = 0
+        while True:
+            yield RecommendQuery([user], k=3, request_id=str(i))
+            i += 1
+
+    it = client.stream(endless())
+    got = [next(it) for _ in range(20)]
+    assert all(r.ok for r in got)
+    it.close()  # cancels the call
+    assert client.recommend(user, k=3)[0].user_id == user
+
+
+def test_async_client(server: Any, scorer: Any) -> None:
+    users = known_users(scorer, 4).tolist()
+
+    async def main() -> None:
+        async with AsyncClient(server.target, timeout=10) as ac:
+            assert await ac.health() == "SERVING"
+            info = await ac.model_info()
+            assert info.version == scorer.info.version
+            recs = await asyncio.gather(*(ac.recommend(u, k=4) for u in users))
+            assert [r[0].user_id for r in recs] == users
+            out = [r async for r in ac.stream([RecommendQuery([u], k=2) for u in users])]
+            assert sorted(r.request_id for r in out) == ["0", "1", "2", "3"]
+            with pytest.raises(MovieRecError) as exc:
+                await ac.recommend(-5)
+            assert exc.value.code == grpc.StatusCode.NOT_FOUND
+            movies = await ac.movies([int(scorer.items.raw[0])])
+            assert len(movies) == 1
+
+    asyncio.run(main())
+
+
+def test_reflection_lists_services(server: Any) -> None:
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    with grpc.insecure_channel(server.target) as channel:
+        db = ProtoReflectionDescriptorDatabase(channel)
+        services = set(db.get_services())
+        assert {"movierec.v1.RecommenderService", "grpc.health.v1.Health"} <= services
+        desc = db.FindFileContainingSymbol("movierec.v1.RecommenderService")
+        assert desc.name == "movierec/v1/recommender_service.proto"
+
+
+def test_unavailable_server_raises_sdk_error() -> None:
+    with Client("127.0.0.1:1", timeout=2) as c, pytest.raises(MovieRecError) as exc:
+        c.model_info()
+    assert exc.value.code == grpc.StatusCode.UNAVAILABLE
+    assert not isinstance(exc.value, grpc.RpcError)
