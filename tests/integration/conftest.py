@@ -113,3 +113,9 @@ def make_server(scorer: Any) -> Iterator[Any]:
     yield make
     for srv in made:
         srv.close()
+
+
+@pytest.fixture()
+def slow(scorer: Any) -> Any:
+    """`slow(delay)` -> a SlowScorer around the session scorer."""
+    return lambda delay: SlowScorer(scorer, delay)
