@@ -1,0 +1,243 @@
+"""`movierec train | evaluate | predict | recommend`: the trainer's command line.
+
+Heavy imports (torch, pandas) happen inside the handlers. Anything the user can fix (missing file, bad format,
+unknown preset, corrupt artifact) becomes a one-line `CliError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from movierec.cli import CliError
+
+DEFAULT_DATA_DIR = "data"
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors users can act on into CliError (one line, no traceback)."""
+    from movierec.trainer.artifact import ArtifactError
+    from movierec.trainer.data import DataError
+
+    try:
+        yield
+    except (DataError, ArtifactError) as exc:
+        raise CliError(str(exc)) from None
+    except FileNotFoundError as exc:
+        raise CliError(f"{exc.filename}: no such file") from None
+    except (ValueError, FloatingPointError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def _handler(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        with user_errors():
+            return fn(args)
+
+    return run
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("train", help="train a model and write an artifact")
+    src = p.add_argument_group("data (either files or --dataset/--split)")
+    src.add_argument("--train", type=Path, help="training ratings (u.data, ratings.dat, ratings.csv or .inter)")
+    src.add_argument("--test", type=Path, help="held-out ratings, used only to report metrics")
+    src.add_argument("--catalog", type=Path, help="movie titles/genres (u.item, movies.dat, movies.csv, .item)")
+    src.add_argument("--dataset", help="a known data set, e.g. ml-100k (fetched into --data-dir if missing)")
+    src.add_argument("--split", default="u1", help="split of --dataset (ml-100k: u1..u5; any: holdout, time)")
+    src.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
+    p.add_argument("--out", type=Path, required=True, help="artifact directory (written atomically)")
+    p.add_argument("--preset", default=None, help="model preset (default: the best configuration we have)")
+    p.add_argument("--config", type=Path, help='JSON overrides: {"model": {...}, "train": {...}}')
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--faithful", action="store_true",
+                   help="run the classic notebook's one-user-at-a-time loop instead (reproduction/timing only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.set_defaults(handler=_handler(cmd_train))
+
+    p = sub.add_parser("evaluate", help="evaluate an artifact on held-out ratings")
+    p.add_argument("--artifact", type=Path, required=True)
+    p.add_argument("--test", type=Path, required=True)
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_handler(cmd_evaluate))
+
+    p = sub.add_parser("predict", help="predict ratings for user/movie pairs")
+    p.add_argument("--artifact", type=Path, required=True)
+    p.add_argument("--pairs", type=Path, required=True, help="user<TAB>movie rows (extra columns ignored)")
+    p.add_argument("--out", type=Path, required=True, help="user<TAB>movie<TAB>prediction rows")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(handler=_handler(cmd_predict))
+
+    p = sub.add_parser("recommend", help="top-K movies for a known user, or for every user (--all)")
+    p.add_argument("--artifact", type=Path, required=True)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", type=int, action="append", help="raw user id (repeatable)")
+    who.add_argument("--all", action="store_true", help="every known user, to --out as TSV")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--out", type=Path, help="with --all: user<TAB>movie<TAB>rank<TAB>score TSV")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(handler=_handler(cmd_recommend))
+
+
+def _training_files(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None, str]:
+    if args.train is not None:
+        return args.train, args.test, args.catalog, args.dataset or args.train.stem
+    if args.dataset is None:
+        raise CliError("give --train FILE (and --test FILE) or --dataset NAME --split SPLIT")
+    from movierec.trainer.data import DATASETS, dataset_split_files, fetch_dataset, materialize_split
+
+    if args.dataset not in DATASETS:
+        raise CliError(f"unknown dataset {args.dataset!r}; choose one of: {', '.join(sorted(DATASETS))}")
+    if not (args.data_dir / args.dataset).is_dir():
+        fetch_dataset(args.dataset, args.data_dir, progress=not args.quiet)
+    try:
+        files = dataset_split_files(args.dataset, args.data_dir, args.split)
+    except Exception:
+        files = materialize_split(args.dataset, args.data_dir, args.split)
+    return files.train, files.test, files.catalog, f"{args.dataset}/{args.split}"
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            overrides = json.loads(args.config.read_text())
+        except json.JSONDecodeError as exc:
+            raise CliError(f"{args.config}: not valid JSON ({exc})") from None
+        if not isinstance(overrides, dict):
+            raise CliError(f"{args.config}: expected a JSON object with 'model' and/or 'train'")
+    train = dict(overrides.get("train", {}))
+    for flag, key in (("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"), ("seed", "seed"),
+                      ("device", "device")):
+        value = getattr(args, flag)
+        if value is not None:
+            train[key] = value
+    if train:
+        overrides["train"] = train
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from movierec.trainer.config import DEFAULT_PRESET, get_preset
+    from movierec.trainer.data import load_catalog, load_ratings
+
+    train_path, test_path, catalog_path, dataset = _training_files(args)
+    train_df = load_ratings(train_path)
+    test_df = load_ratings(test_path) if test_path is not None else None
+    catalog = load_catalog(catalog_path) if catalog_path is not None else None
+    if args.faithful:
+        return _train_faithful(args, train_df, test_df)
+    preset = get_preset(args.preset or DEFAULT_PRESET)
+    from movierec.trainer.pipeline import run_training
+
+    outcome = run_training(train_df, test_df, catalog, preset, args.out, overrides=_overrides(args),
+                           dataset=dataset, progress=not args.quiet)
+    _print_metrics(outcome.metrics, args.json, header=f"artifact {outcome.version} -> {outcome.path}")
+    return 0
+
+
+def _train_faithful(args: argparse.Namespace, train_df: Any, test_df: Any) -> int:
+    from movierec.trainer.faithful import train_faithful
+
+    if test_df is None:
+        raise CliError("--faithful needs --test (the notebook reports its test loss)")
+    res = train_faithful(train_df, test_df, epochs=args.epochs or 200, seed=args.seed or 0, progress=not args.quiet)
+    metrics = {"notebook_test_loss": res.test_loss, "final_train_loss": res.train_loss[-1], "seconds": res.seconds,
+               "epochs": len(res.train_loss)}
+    _print_metrics(metrics, args.json, header="faithful notebook loop (no artifact written)")
+    return 0
+
+
+def _print_metrics(metrics: dict[str, Any], as_json: bool, header: str = "") -> None:
+    if as_json:
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+        return
+    if header:
+        print(header)
+    for key in sorted(metrics):
+        value = metrics[key]
+        print(f"  {key:28s} {value:.4f}" if isinstance(value, float) else f"  {key:28s} {value}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from movierec.trainer.data import load_ratings
+    from movierec.trainer.evaluate import evaluate
+    from movierec.trainer.scoring import Scorer
+
+    scorer = Scorer.load(args.artifact, device=args.device)
+    metrics = evaluate(scorer, load_ratings(args.test), k=args.k)
+    _print_metrics(metrics, args.json, header=f"artifact {scorer.info.version} on {args.test}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from movierec.trainer.evaluate import predict_frame
+    from movierec.trainer.scoring import Scorer
+
+    if not args.pairs.is_file():
+        raise CliError(f"{args.pairs}: no such file")
+    try:
+        pairs = pd.read_csv(args.pairs, sep="\t", header=None, usecols=[0, 1], names=["user", "item"],
+                            dtype={"user": np.int64, "item": np.int64}, comment=None)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise CliError(f"{args.pairs}: expected user<TAB>movie integer rows ({exc})") from None
+    except pd.errors.EmptyDataError:
+        raise CliError(f"{args.pairs}: empty file") from None
+    scorer = Scorer.load(args.artifact, device=args.device)
+    pred, counts = predict_frame(scorer, pairs["user"].to_numpy(), pairs["item"].to_numpy())
+    pairs["prediction"] = np.round(pred, 4)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    pairs.to_csv(args.out, sep="\t", header=False, index=False)
+    print(f"{len(pairs)} predictions -> {args.out} (unknown users: {counts['cold_users_ratings']}, "
+          f"unknown movies: {counts['cold_items_ratings']}; fallbacks as documented)", file=sys.stderr)
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from movierec.trainer.scoring import Scorer
+
+    if args.k <= 0:
+        raise CliError(f"-k must be > 0, got {args.k}")
+    scorer = Scorer.load(args.artifact, device=args.device)
+    if args.all:
+        from movierec.trainer.offline import write_all_recommendations
+
+        if args.out is None:
+            raise CliError("--all needs --out FILE")
+        rows = write_all_recommendations(scorer, args.k, args.out, batch_size=args.batch_size)
+        print(f"{rows} recommendations for {len(scorer.users)} users -> {args.out}", file=sys.stderr)
+        return 0
+    idx = scorer.users.to_index(np.asarray(args.user))
+    if (idx < 0).any():
+        unknown = [u for u, i in zip(args.user, idx, strict=True) if i < 0]
+        raise CliError(f"unknown user id(s) {unknown}; the artifact knows {len(scorer.users)} users "
+                       f"(ids {scorer.users.raw[0]}..{scorer.users.raw[-1]})")
+    items, scores = scorer.recommend_users(idx, args.k)
+    cat = scorer.catalog
+    for user, row_items, row_scores in zip(args.user, items, scores, strict=True):
+        print(f"user {user}: top {args.k}")
+        for rank, (i, s) in enumerate(zip(row_items, row_scores, strict=True), start=1):
+            if i < 0:
+                break
+            genres = ", ".join(cat.genres[i])
+            print(f"  {rank:2d}. {cat.titles[i]}  [{genres}]  (movie {cat.item_ids[i]}, score {s:.3f})")
+    return 0
