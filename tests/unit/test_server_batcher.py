@@ -1,0 +1,122 @@
+"""DynamicBatcher on its own (no torch, no grpc): coalescing, size cap, deadlines, cancellation, queue bound."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import pytest
+from movierec.server.batcher import DynamicBatcher
+from movierec.server.errors import ErrorCode, RequestError
+
+
+def make(
+    delay_s: float = 0.0, step_s: float = 0.0, **kw: int | float
+) -> tuple[DynamicBatcher[int, int], list[list[int]]]:
+    seen: list[list[int]] = []
+
+    def run(jobs: Sequence[int]) -> list[int]:
+        time.sleep(step_s)
+        seen.append(list(jobs))
+        return [j * 10 for j in jobs]
+
+    opts: dict = {"max_batch_size": 8, "max_delay_s": delay_s, "max_queue_size": 100, **kw}
+    return DynamicBatcher(run, **opts), seen
+
+
+def test_concurrent_jobs_share_a_step_and_results_go_back_in_order() -> None:
+    async def main() -> None:
+        b, seen = make(delay_s=0.05)
+        b.start()
+        out = await asyncio.gather(*(b.submit(i) for i in range(20)))
+        assert out == [i * 10 for i in range(20)]
+        assert b.stats.batches_run == len(seen) == 3  # 8 + 8 + 4
+        assert max(len(s) for s in seen) == 8
+        assert b.stats.requests_served == 20
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_row_cap_counts_rows_and_big_jobs_run_alone() -> None:
+    async def main() -> None:
+        seen: list[list[int]] = []
+
+        def run(jobs: Sequence[int]) -> list[int]:
+            seen.append(list(jobs))
+            return list(jobs)
+
+        b: DynamicBatcher[int, int] = DynamicBatcher(
+            run, max_batch_size=10, max_delay_s=0.05, max_queue_size=10, rows_of=lambda j: j
+        )
+        b.start()
+        await asyncio.gather(b.submit(4), b.submit(5), b.submit(30), b.submit(2))
+        assert seen == [[4, 5], [30], [2]]
+        assert b.stats.max_batch_rows == 30
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_expired_and_cancelled_jobs_are_dropped_before_running() -> None:
+    async def main() -> None:
+        b, seen = make(step_s=0.2)
+        b.start()
+        loop = asyncio.get_running_loop()
+        first = asyncio.ensure_future(b.submit(1))
+        await asyncio.sleep(0.05)  # job 1 is running
+        expired = asyncio.ensure_future(b.submit(2, deadline=loop.time() + 0.05))
+        cancelled = asyncio.ensure_future(b.submit(3))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        kept = asyncio.ensure_future(b.submit(4))
+        assert await first == 10 and await kept == 40
+        with pytest.raises(RequestError) as exc:
+            await expired
+        assert exc.value.code == ErrorCode.DEADLINE_EXCEEDED
+        assert [j for s in seen for j in s] == [1, 4]
+        assert b.stats.requests_dropped_expired == 1
+        assert b.stats.requests_dropped_cancelled == 1
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_full_queue_is_refused_at_once() -> None:
+    async def main() -> None:
+        b, _ = make(step_s=0.2, max_queue_size=2, max_batch_size=1)
+        b.start()
+        tasks = [asyncio.ensure_future(b.submit(i)) for i in range(6)]
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        refused = [d for d in done if isinstance(d, RequestError)]
+        assert refused and all(r.code == ErrorCode.RESOURCE_EXHAUSTED for r in refused)
+        assert b.stats.requests_rejected_full == len(refused)
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_failed_step_fails_every_caller_and_batcher_goes_on() -> None:
+    async def main() -> None:
+        calls = 0
+
+        def run(jobs: Sequence[int]) -> list[int]:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("boom")
+            return list(jobs)
+
+        b: DynamicBatcher[int, int] = DynamicBatcher(
+            run, max_batch_size=4, max_delay_s=0.02, max_queue_size=10
+        )
+        b.start()
+        out = await asyncio.gather(b.submit(1), b.submit(2), return_exceptions=True)
+        assert all(isinstance(o, RequestError) and o.code == ErrorCode.INTERNAL for o in out)
+        assert await b.submit(3) == 3
+        await b.stop()
+        with pytest.raises(RequestError):
+            await b.submit(4)
+
+    asyncio.run(main())
