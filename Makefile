@@ -35,7 +35,7 @@ $(ARTIFACT)/manifest.json: | $(DATA)/ml-100k/u.data
 	$(VENV)/bin/movierec train --dataset ml-100k --split u1 --data-dir $(DATA) --out $(ARTIFACT)
 
 demo: $(ARTIFACT)/manifest.json
-	$(PY) -m movierec.demo --artifact $(ARTIFACT) --data-dir $(DATA)
+	$(VENV)/bin/movierec demo --artifact $(ARTIFACT)
 
 serve: $(ARTIFACT)/manifest.json
 	$(VENV)/bin/movierec serve --artifact $(ARTIFACT) --port $(PORT)

@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "movierec.cli.train_cmd",
     "movierec.cli.serve_cmd",
     "movierec.cli.client_cmd",
+    "movierec.cli.demo_cmd",
 )
 
 
