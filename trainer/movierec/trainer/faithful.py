@@ -42,7 +42,7 @@ def _dense(df: pd.DataFrame, nb_users: int, nb_movies: int) -> torch.Tensor:
     out = torch.zeros(nb_users, nb_movies)
     u = torch.from_numpy(df["user"].to_numpy(np.int64) - 1)
     i = torch.from_numpy(df["item"].to_numpy(np.int64) - 1)
-    out[u, i] = torch.from_numpy(df["rating"].to_numpy(np.float32))
+    out[u, i] = torch.tensor(df["rating"].to_numpy(np.float32))
     return out
 
 
