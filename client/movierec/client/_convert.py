@@ -59,7 +59,7 @@ def rating_vector(ratings: RatingsLike) -> types.RatingVector:
 def vectors(ratings: RatingsLike | Sequence[RatingsLike]) -> list[types.RatingVector]:
     if is_single_vector(ratings):
         return [rating_vector(ratings)]  # type: ignore[arg-type]
-    return [rating_vector(r) for r in ratings]  # type: ignore[union-attr]
+    return [rating_vector(r) for r in ratings]  # type: ignore[arg-type,union-attr]
 
 
 def recommend_request(q: RecommendQuery) -> pb.RecommendRequest:
