@@ -37,8 +37,8 @@ def _plugin(name: str) -> str:
 
 def generate(out_root: Path) -> list[Path]:
     """Run protoc into out_root; return the generated files relative to out_root."""
-    from grpc_tools import protoc  # dev-only dependency
     import grpc_tools
+    from grpc_tools import protoc  # dev-only dependency
 
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
     if not protos:
@@ -90,14 +90,21 @@ def check() -> int:
             if not filecmp.cmp(Path(tmp) / p, OUT_ROOT / p, shallow=False)
         ]
     if problems:
-        print("protogen: generated code is out of date; run `make proto`:", *problems, sep="\n  ", file=sys.stderr)
+        print(
+            "protogen: generated code is out of date; run `make proto`:",
+            *problems,
+            sep="\n  ",
+            file=sys.stderr,
+        )
         return 1
     print("protogen: generated code is up to date")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="verify instead of writing")
     args = parser.parse_args(argv)
     if args.check:

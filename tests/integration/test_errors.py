@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from movierec.client import Client, MovieRecError
 from movierec.v1 import recommender_service_pb2 as pb
 from movierec.v1 import recommender_service_pb2_grpc as pb_grpc

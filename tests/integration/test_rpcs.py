@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+
 from movierec.client import AsyncClient, Client, MovieRecError, RatingsQuery, RecommendQuery
 from movierec.trainer.sparse import Csr
 

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+
 from movierec.client import AsyncClient, Client, MovieRecError
 
 

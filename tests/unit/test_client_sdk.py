@@ -9,6 +9,7 @@ import sys
 import grpc
 import numpy as np
 import pytest
+
 from movierec.client import MovieRecError, RatingsQuery, RecommendQuery
 from movierec.client import _convert as c
 from movierec.client._options import SERVICE_CONFIG, channel_options, resolve_timeout

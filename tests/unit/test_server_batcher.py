@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
+
 from movierec.server.batcher import DynamicBatcher
 from movierec.server.errors import ErrorCode, RequestError
 

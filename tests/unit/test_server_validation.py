@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from movierec.server import validation as v
 from movierec.server.config import ServerSettings
 from movierec.server.errors import ErrorCode, RequestError

@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+
 from movierec.client import _convert as c
 from movierec.client._errors import translate_errors
 from movierec.client._options import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, channel_options, resolve_timeout

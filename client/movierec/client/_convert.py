@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from movierec.client._errors import MovieRecError
 from movierec.client._results import (
     IdsLike,

@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 if TYPE_CHECKING:
     import pandas as pd
+
     from movierec.client._errors import MovieRecError
 
 IdsLike = int | Sequence[int] | npt.NDArray[np.integer]

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, overload
 
 import grpc
+
 from movierec.client import _convert as c
 from movierec.client._errors import MovieRecError, translate_errors
 from movierec.client._options import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, channel_options, resolve_timeout

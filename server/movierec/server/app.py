@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from movierec.server.config import ServerSettings
 from movierec.server.engine import Engine, ScorerLike
 from movierec.server.servicer import SERVICE_NAME, RecommenderServicer

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
 from movierec.server import validation as v
 from movierec.server.batcher import DynamicBatcher
 from movierec.server.config import ServerSettings

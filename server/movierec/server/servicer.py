@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+
 from movierec.server.engine import Engine, TopK
 from movierec.server.errors import ErrorCode, RequestError
 from movierec.v1 import recommender_service_pb2 as pb

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+
 from movierec.server.errors import ErrorCode, RequestError, invalid
 from movierec.trainer.sparse import Csr, IdMap
 
