@@ -90,6 +90,12 @@ def test_graceful_shutdown_finishes_call_in_flight(make_server: Any, scorer: Any
         recs = in_flight.result(10)
         assert recs[0].user_id == user and len(recs[0]) == 3
         stopping.result(10)
+    from grpc_health.v1 import health_pb2
+
+    async def status() -> int:
+        return (await srv.server.health.Check(health_pb2.HealthCheckRequest(), None)).status  # type: ignore[arg-type]
+
+    assert srv.run(status()).result(5) == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def test_stream_cancel_drops_queued_work(make_server: Any, scorer: Any, slow: Any) -> None:
