@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from movierec.v1 import bulk_pb2 as movierec_dot_v1_dot_bulk__pb2
 from movierec.v1 import recommender_service_pb2 as movierec_dot_v1_dot_recommender__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -60,6 +61,11 @@ class RecommenderServiceStub:
                 request_serializer=movierec_dot_v1_dot_recommender__service__pb2.GetMoviesRequest.SerializeToString,
                 response_deserializer=movierec_dot_v1_dot_recommender__service__pb2.GetMoviesResponse.FromString,
                 _registered_method=True)
+        self.ScoreAll = channel.unary_stream(
+                '/movierec.v1.RecommenderService/ScoreAll',
+                request_serializer=movierec_dot_v1_dot_bulk__pb2.ScoreAllRequest.SerializeToString,
+                response_deserializer=movierec_dot_v1_dot_bulk__pb2.ScoreAllChunk.FromString,
+                _registered_method=True)
 
 
 class RecommenderServiceServicer:
@@ -107,6 +113,17 @@ class RecommenderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScoreAll(self, request, context):
+        """Bulk scoring: the top-K lists of every known user, one shard or one user-id range, streamed in
+        columnar chunks of consecutive users, each with a cursor to resume from. The server scores the next
+        chunk only as the client reads (flow control), so its memory does not grow with the number of users.
+        Errors: INVALID_ARGUMENT (k, shard, range, chunk size, a cursor of another run), FAILED_PRECONDITION
+        (a cursor from another model version), DEADLINE_EXCEEDED / CANCELLED stop the work within one chunk.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +151,11 @@ def add_RecommenderServiceServicer_to_server(servicer, server):
                     servicer.GetMovies,
                     request_deserializer=movierec_dot_v1_dot_recommender__service__pb2.GetMoviesRequest.FromString,
                     response_serializer=movierec_dot_v1_dot_recommender__service__pb2.GetMoviesResponse.SerializeToString,
+            ),
+            'ScoreAll': grpc.unary_stream_rpc_method_handler(
+                    servicer.ScoreAll,
+                    request_deserializer=movierec_dot_v1_dot_bulk__pb2.ScoreAllRequest.FromString,
+                    response_serializer=movierec_dot_v1_dot_bulk__pb2.ScoreAllChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -272,6 +294,33 @@ class RecommenderService:
             '/movierec.v1.RecommenderService/GetMovies',
             movierec_dot_v1_dot_recommender__service__pb2.GetMoviesRequest.SerializeToString,
             movierec_dot_v1_dot_recommender__service__pb2.GetMoviesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreAll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/movierec.v1.RecommenderService/ScoreAll',
+            movierec_dot_v1_dot_bulk__pb2.ScoreAllRequest.SerializeToString,
+            movierec_dot_v1_dot_bulk__pb2.ScoreAllChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -16,6 +16,7 @@ the allowed range:
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from movierec.v1 import bulk_pb2 as _bulk_pb2
 from movierec.v1 import recommender_service_pb2 as _recommender_service_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -63,6 +64,13 @@ class RecommenderServiceStub:
     """Model version, data set, sizes, metrics, training time, and the server's limits."""
     GetMovies: _grpc.UnaryUnaryMultiCallable[_recommender_service_pb2.GetMoviesRequest, _recommender_service_pb2.GetMoviesResponse]
     """Catalog look-up: titles, years and genres by movie id."""
+    ScoreAll: _grpc.UnaryStreamMultiCallable[_bulk_pb2.ScoreAllRequest, _bulk_pb2.ScoreAllChunk]
+    """Bulk scoring: the top-K lists of every known user, one shard or one user-id range, streamed in
+    columnar chunks of consecutive users, each with a cursor to resume from. The server scores the next
+    chunk only as the client reads (flow control), so its memory does not grow with the number of users.
+    Errors: INVALID_ARGUMENT (k, shard, range, chunk size, a cursor of another run), FAILED_PRECONDITION
+    (a cursor from another model version), DEADLINE_EXCEEDED / CANCELLED stop the work within one chunk.
+    """
 
 @_typing.type_check_only
 class RecommenderServiceAsyncStub(RecommenderServiceStub):
@@ -88,6 +96,13 @@ class RecommenderServiceAsyncStub(RecommenderServiceStub):
     """Model version, data set, sizes, metrics, training time, and the server's limits."""
     GetMovies: _aio.UnaryUnaryMultiCallable[_recommender_service_pb2.GetMoviesRequest, _recommender_service_pb2.GetMoviesResponse]  # type: ignore[assignment]
     """Catalog look-up: titles, years and genres by movie id."""
+    ScoreAll: _aio.UnaryStreamMultiCallable[_bulk_pb2.ScoreAllRequest, _bulk_pb2.ScoreAllChunk]  # type: ignore[assignment]
+    """Bulk scoring: the top-K lists of every known user, one shard or one user-id range, streamed in
+    columnar chunks of consecutive users, each with a cursor to resume from. The server scores the next
+    chunk only as the client reads (flow control), so its memory does not grow with the number of users.
+    Errors: INVALID_ARGUMENT (k, shard, range, chunk size, a cursor of another run), FAILED_PRECONDITION
+    (a cursor from another model version), DEADLINE_EXCEEDED / CANCELLED stop the work within one chunk.
+    """
 
 class RecommenderServiceServicer(metaclass=_abc_1.ABCMeta):
     """Top-K recommendations and rating predictions from a trained autoencoder."""
@@ -140,5 +155,18 @@ class RecommenderServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_recommender_service_pb2.GetMoviesResponse, _abc.Awaitable[_recommender_service_pb2.GetMoviesResponse]]:
         """Catalog look-up: titles, years and genres by movie id."""
+
+    @_abc_1.abstractmethod
+    def ScoreAll(
+        self,
+        request: _bulk_pb2.ScoreAllRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_bulk_pb2.ScoreAllChunk], _abc.AsyncIterator[_bulk_pb2.ScoreAllChunk]]:
+        """Bulk scoring: the top-K lists of every known user, one shard or one user-id range, streamed in
+        columnar chunks of consecutive users, each with a cursor to resume from. The server scores the next
+        chunk only as the client reads (flow control), so its memory does not grow with the number of users.
+        Errors: INVALID_ARGUMENT (k, shard, range, chunk size, a cursor of another run), FAILED_PRECONDITION
+        (a cursor from another model version), DEADLINE_EXCEEDED / CANCELLED stop the work within one chunk.
+        """
 
 def add_RecommenderServiceServicer_to_server(servicer: RecommenderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
