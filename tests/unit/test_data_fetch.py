@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from movierec.cli import main as cli_main
 from movierec.trainer.data import (
     DataError,

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from movierec.trainer.data import DataError, detect_format, load_catalog, load_ratings
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "data"

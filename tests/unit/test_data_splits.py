@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from movierec.trainer.data import (
     DataError,
     dataset_split_files,

@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from movierec.trainer.data.errors import DataError, NetworkError
 from tqdm import tqdm
+
+from movierec.trainer.data.errors import DataError, NetworkError
 
 CHUNK = 1 << 20
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from movierec.trainer.data.download import download, log, sha256_file
 from movierec.trainer.data.errors import DataError, NetworkError
 from movierec.trainer.data.readers import GROUPLENS_GENRES, load_catalog, load_ratings

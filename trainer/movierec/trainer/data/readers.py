@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from movierec.trainer.data.errors import DataError
 
 FORMATS: tuple[str, ...] = ("grouplens", "dat", "csv", "recbole")

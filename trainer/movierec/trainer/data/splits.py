@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from movierec.trainer.data.errors import DataError
 from movierec.trainer.data.readers import load_ratings
 from movierec.trainer.data.registry import COMPUTED_SPLITS, SplitFiles, computed_split_dir, get_spec
