@@ -26,6 +26,13 @@ from movierec.trainer.sparse import Csr, IdMap
 RATING_MIN, RATING_MAX = 1.0, 5.0
 
 
+def model_scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Inference output of any model family: its `scores` method (or its forward pass)."""
+    fn = getattr(model, "scores", None)
+    out: torch.Tensor = fn(x) if callable(fn) else model(x)
+    return out
+
+
 @dataclass(frozen=True)
 class Catalog:
     """Movie metadata aligned with the dense item index."""
@@ -122,7 +129,7 @@ class Scorer:
             raise ValueError(f"inputs have {inputs.n_cols} columns, the model has {self.n_items} movies")
         k = min(int(k), self.n_items)
         x = dense_rows(inputs, self.device)
-        scores = self.ranking_model.scores(x).float()
+        scores = model_scores(self.ranking_model, x).float()
         neg_inf = float("-inf")
         scores.masked_fill_(x != 0, neg_inf)
         if exclude is not None and exclude.nnz:
@@ -150,7 +157,7 @@ class Scorer:
         if targets.nnz == 0:
             return np.zeros(0, dtype=np.float32)
         x = dense_rows(inputs, self.device)
-        out = self.rating_model.scores(x)
+        out = model_scores(self.rating_model, x)
         r, c, _ = coo_tensors(targets, self.device)
         pred = out[r, c].float().cpu().numpy()
         # A vector with no ratings carries no signal: answer the movie's mean rating instead.
