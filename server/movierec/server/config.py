@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -18,7 +19,7 @@ class ServerSettings:
     """Every knob of `movierec serve`. Env var for field `x` is `MOVIEREC_X` (e.g. MOVIEREC_PORT)."""
 
     artifact: Path = Path("artifacts/ml-100k-u1")
-    host: str = "[::]"
+    host: str = "127.0.0.1"  # plain text is only allowed on loopback (see `insecure`)
     port: int = DEFAULT_PORT  # 0 = pick a free port
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     max_batch_size: int = 256  # rows (users) per model step
@@ -29,6 +30,15 @@ class ServerSettings:
     max_stream_inflight: int = 64  # requests of one stream being scored at once (backpressure beyond)
     grace_s: float = 10.0  # shutdown: time for in-flight calls to finish
     log_level: str = "INFO"
+    # -- hardening -----------------------------------------------------------------------------------------
+    max_k: int = 1000  # largest k per list (also capped at the catalog size)
+    max_concurrent_streams: int = 64  # streaming calls open at once, server-wide; beyond: RESOURCE_EXHAUSTED
+    watch_interval_s: float = 2.0  # poll the artifact (or versions folder) for a new model; 0 = only SIGHUP
+    tls_cert: str = ""  # PEM server certificate chain; with tls_key: serve TLS
+    tls_key: str = ""  # PEM private key of tls_cert
+    tls_client_ca: str = ""  # PEM CA bundle: require client certificates signed by it (mutual TLS)
+    auth_token_file: str = ""  # one bearer token per line; when set every call but health needs one
+    insecure: bool = False  # allow plain text on a non-loopback address
 
     def __post_init__(self) -> None:
         checks = {
@@ -40,6 +50,9 @@ class ServerSettings:
             "max_message_bytes": self.max_message_bytes >= 64 * 1024,
             "max_stream_inflight": self.max_stream_inflight >= 1,
             "grace_s": self.grace_s >= 0,
+            "max_k": self.max_k >= 1,
+            "max_concurrent_streams": self.max_concurrent_streams >= 1,
+            "watch_interval_s": self.watch_interval_s >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -50,6 +63,30 @@ class ServerSettings:
             raise ValueError(
                 f"invalid server settings: device={self.device!r}; use auto, cpu, cuda or cuda:N"
             )
+
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("invalid server settings: --tls-cert and --tls-key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("invalid server settings: --tls-client-ca needs --tls-cert and --tls-key")
+        if not self.tls and not self.insecure and not self.loopback:
+            raise ValueError(
+                f"invalid server settings: refusing plain-text gRPC on non-loopback host {self.host!r}; "
+                "give --tls-cert/--tls-key, bind 127.0.0.1, or pass --insecure to allow it"
+            )
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    def transport(self) -> str:
+        """How the port is secured, for the startup log line."""
+        if self.tls:
+            return "mutual TLS" if self.tls_client_ca else "TLS"
+        return "plain text (loopback only)" if self.loopback else "plain text (--insecure, NOT loopback)"
 
     @classmethod
     def env_name(cls, name: str) -> str:
@@ -90,3 +127,13 @@ class ServerSettings:
 
     def describe(self) -> str:
         return " ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items())
+
+
+def is_loopback(host: str) -> bool:
+    h = host.strip("[]")
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False

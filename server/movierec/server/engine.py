@@ -7,7 +7,8 @@ with the `ScorerLike` interface (`movierec.trainer.scoring.Scorer` in production
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -44,6 +45,37 @@ class ScorerLike(Protocol):
     def predict(self, inputs: Csr, targets: Csr) -> np.ndarray: ...
 
 
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """One servable model version: the scorer plus what the engine derives from it once.
+
+    A request captures the engine's current LoadedModel when it starts and uses that one to the end
+    (validation, scoring, titles, model_version), so a hot swap never mixes two versions in one call.
+    """
+
+    scorer: ScorerLike
+    version: str
+    n_items: int
+    titles: np.ndarray
+    max_title_bytes: int
+    max_movie_id: int
+    path: Path | None = None
+
+    @classmethod
+    def of(cls, scorer: ScorerLike, path: Path | None = None) -> LoadedModel:
+        titles = list(scorer.catalog.titles)
+        n_items = len(scorer.items)
+        return cls(
+            scorer=scorer,
+            version=str(scorer.info.version),
+            n_items=n_items,
+            titles=np.array(titles, dtype=object),
+            max_title_bytes=max((len(t.encode()) for t in titles), default=0),
+            max_movie_id=int(scorer.items.raw.max()) if n_items else 0,
+            path=path,
+        )
+
+
 @dataclass(frozen=True)
 class ScoreJob:
     """One request's share of a model step: rows of rating vectors plus what to compute for them."""
@@ -53,6 +85,7 @@ class ScoreJob:
     exclude: IntArray | None = None  # dense items excluded for every row of this job
     include: IntArray | None = None  # when set: the only candidate items, for every row
     targets: Csr | None = None  # items to predict ratings for, per row
+    model: LoadedModel | None = field(default=None, compare=False)  # None = the engine's current model
 
     @property
     def rows(self) -> int:
@@ -150,44 +183,90 @@ def run_batch(scorer: ScorerLike, jobs: Sequence[ScoreJob]) -> list[ScoreOutput]
     return outputs
 
 
+def run_model_batches(current: LoadedModel, jobs: Sequence[ScoreJob]) -> list[ScoreOutput]:
+    """One model step per model version present in `jobs` (almost always one): each job is scored by the
+    model it captured when its request started (`current` for jobs that captured none)."""
+    groups: dict[int, tuple[LoadedModel, list[int]]] = {}
+    for i, j in enumerate(jobs):
+        m = j.model or current
+        groups.setdefault(id(m), (m, []))[1].append(i)
+    if len(groups) == 1:
+        ((m, _),) = groups.values()
+        return run_batch(m.scorer, jobs)
+    out: list[ScoreOutput | None] = [None] * len(jobs)
+    for m, idx in groups.values():
+        for i, r in zip(idx, run_batch(m.scorer, [jobs[i] for i in idx]), strict=True):
+            out[i] = r
+    return [r for r in out if r is not None]
+
+
 class Engine:
-    """Validates requests, builds score jobs, submits them to the batcher, maps results back to raw ids."""
+    """Validates requests, builds score jobs, submits them to the batcher, maps results back to raw ids.
+
+    `model` is the version serving new requests; `swap()` replaces it atomically (one reference assignment
+    on the event loop); requests already started finish on the model they captured.
+    """
 
     def __init__(self, scorer: ScorerLike, settings: ServerSettings) -> None:
-        self.scorer = scorer
         self.settings = settings
-        self.n_items = len(scorer.items)
-        self.version = str(scorer.info.version)
-        titles = list(scorer.catalog.titles)
-        self.titles = np.array(titles, dtype=object)
-        self.max_title_bytes = max((len(t.encode()) for t in titles), default=0)
-        self.max_movie_id = int(scorer.items.raw.max()) if self.n_items else 0
+        self.model = LoadedModel.of(scorer, Path(settings.artifact) if settings.artifact else None)
+        self.swaps = 0
         self.batcher: DynamicBatcher[ScoreJob, ScoreOutput] = DynamicBatcher(
-            lambda jobs: run_batch(scorer, jobs),
+            lambda jobs: run_model_batches(self.model, jobs),
             max_batch_size=settings.max_batch_size,
             max_delay_s=settings.max_delay_ms / 1000.0,
             max_queue_size=settings.max_queue_size,
             rows_of=lambda job: job.rows,
         )
 
+    # -- the current model ---------------------------------------------------------------------------------
+    @property
+    def scorer(self) -> ScorerLike:
+        return self.model.scorer
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    @property
+    def titles(self) -> np.ndarray:
+        return self.model.titles
+
+    @property
+    def n_items(self) -> int:
+        return self.model.n_items
+
+    def max_k(self, model: LoadedModel | None = None) -> int:
+        return min(self.settings.max_k, (model or self.model).n_items)
+
+    def swap(self, model: LoadedModel) -> LoadedModel:
+        """Serve `model` from now on; returns the previous one (still used by requests in flight)."""
+        old, self.model = self.model, model
+        self.swaps += 1
+        return old
+
     # -- shared checks ------------------------------------------------------------------------------------
+    def _check_k(self, k: int, m: LoadedModel, *, allow_zero: bool = False) -> None:
+        limit = self.max_k(m)
+        v.check_k(k, limit, allow_zero=allow_zero, what="the catalog size" if limit == m.n_items else "max_k")
+
     def _candidates(
-        self, exclude_ids: IntArray, include_ids: IntArray
+        self, exclude_ids: IntArray, include_ids: IntArray, m: LoadedModel
     ) -> tuple[IntArray | None, IntArray | None]:
         exclude = (
-            v.movies_to_index(exclude_ids, self.scorer.items, "exclude_movie_ids")
+            v.movies_to_index(exclude_ids, m.scorer.items, "exclude_movie_ids")
             if exclude_ids.size
             else None
         )
         include = (
-            v.movies_to_index(include_ids, self.scorer.items, "include_movie_ids")
+            v.movies_to_index(include_ids, m.scorer.items, "include_movie_ids")
             if include_ids.size
             else None
         )
         return exclude, include
 
-    def _check_size(self, n_lists: int, k: int, titles: bool) -> None:
-        bound = v.response_bytes_bound(n_lists, k, self.max_movie_id, self.max_title_bytes, titles)
+    def _check_size(self, n_lists: int, k: int, titles: bool, m: LoadedModel) -> None:
+        bound = v.response_bytes_bound(n_lists, k, m.max_movie_id, m.max_title_bytes, titles)
         limit = self.settings.max_message_bytes
         if bound > limit:
             raise invalid(
@@ -195,11 +274,11 @@ class Engine:
                 f"the {limit}-byte message limit; ask for fewer users per call or a smaller k"
             )
 
-    def _topk(self, out: ScoreOutput) -> TopK:
+    def _topk(self, out: ScoreOutput, m: LoadedModel) -> TopK:
         assert out.items is not None and out.scores is not None
         items = out.items
         valid = items >= 0
-        movie_ids = np.where(valid, self.scorer.items.raw[np.maximum(items, 0)], -1)
+        movie_ids = np.where(valid, m.scorer.items.raw[np.maximum(items, 0)], -1)
         return TopK(movie_ids, items, out.scores, valid.sum(axis=1).astype(np.int64))
 
     # -- operations ---------------------------------------------------------------------------------------
@@ -212,14 +291,16 @@ class Engine:
         *,
         titles: bool = False,
         deadline: float | None = None,
+        model: LoadedModel | None = None,
     ) -> TopK:
+        m = model or self.model
         v.check_count(user_ids.size, self.settings.max_users_per_call, "user_ids")
-        v.check_k(k, self.n_items)
-        users = v.users_to_index(user_ids, self.scorer.users)
-        exclude, include = self._candidates(exclude_ids, include_ids)
-        self._check_size(user_ids.size, k, titles)
-        job = ScoreJob(self.scorer.history.rows(users), k, exclude, include)
-        return self._topk(await self.batcher.submit(job, deadline=deadline))
+        self._check_k(k, m)
+        users = v.users_to_index(user_ids, m.scorer.users)
+        exclude, include = self._candidates(exclude_ids, include_ids, m)
+        self._check_size(user_ids.size, k, titles, m)
+        job = ScoreJob(m.scorer.history.rows(users), k, exclude, include, model=m)
+        return self._topk(await self.batcher.submit(job, deadline=deadline), m)
 
     async def recommend_for_ratings(
         self,
@@ -235,22 +316,25 @@ class Engine:
         *,
         titles: bool = False,
         deadline: float | None = None,
+        model: LoadedModel | None = None,
     ) -> tuple[TopK | None, FloatArray | None]:
         """Top-k (when k > 0) and predictions (flat, aligned with predict_ids) for rating vectors."""
+        m = model or self.model
         v.check_count(id_lengths.size, self.settings.max_users_per_call, "queries")
-        v.check_k(k, self.n_items, allow_zero=True)
+        self._check_k(k, m, allow_zero=True)
         if k == 0 and predict_ids.size == 0:
             raise invalid(
                 "k: 0 and no predict_movie_ids in any query; ask for recommendations (k >= 1) or predictions"
             )
-        inputs = v.rating_vectors(movie_ids, ratings, id_lengths, rating_lengths, self.scorer.items)
+        inputs = v.rating_vectors(movie_ids, ratings, id_lengths, rating_lengths, m.scorer.items)
         targets = (
-            v.target_lists(predict_ids, predict_lengths, self.scorer.items) if predict_ids.size else None
+            v.target_lists(predict_ids, predict_lengths, m.scorer.items) if predict_ids.size else None
         )
-        exclude, include = self._candidates(exclude_ids, include_ids)
+        exclude, include = self._candidates(exclude_ids, include_ids, m)
         if k:
-            self._check_size(id_lengths.size, k, titles)
+            self._check_size(id_lengths.size, k, titles, m)
         if 9 * predict_ids.size + 64 > self.settings.max_message_bytes:
             raise invalid(f"queries: {predict_ids.size} predict_movie_ids are too many for the message limit")
-        out = await self.batcher.submit(ScoreJob(inputs, k, exclude, include, targets), deadline=deadline)
-        return (self._topk(out) if k else None), out.predictions
+        job = ScoreJob(inputs, k, exclude, include, targets, model=m)
+        out = await self.batcher.submit(job, deadline=deadline)
+        return (self._topk(out, m) if k else None), out.predictions

@@ -27,10 +27,10 @@ def check_count(n: int, limit: int, field: str) -> None:
         raise invalid(f"{field}: {n} entries in one call; the limit is {limit} (split the request)")
 
 
-def check_k(k: int, n_items: int, *, allow_zero: bool = False) -> None:
+def check_k(k: int, n_items: int, *, allow_zero: bool = False, what: str = "the catalog size") -> None:
     low = 0 if allow_zero else 1
     if not low <= k <= n_items:
-        raise invalid(f"k: {k} is out of range; allowed {low} <= k <= {n_items} (the catalog size)")
+        raise invalid(f"k: {k} is out of range; allowed {low} <= k <= {n_items} ({what})")
 
 
 def users_to_index(user_ids: IntArray, users: IdMap, field: str = "user_ids") -> IntArray:
