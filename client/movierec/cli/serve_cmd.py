@@ -13,8 +13,12 @@ from movierec.cli import CliError
 
 # flag name -> (type, help); defaults live in movierec.server.config.ServerSettings (env: MOVIEREC_<NAME>)
 FLAGS: dict[str, tuple[type, str]] = {
-    "artifact": (str, "artifact folder written by `movierec train` (env MOVIEREC_ARTIFACT)"),
-    "host": (str, "address to bind (default [::], env MOVIEREC_HOST)"),
+    "artifact": (
+        str,
+        "artifact folder written by `movierec train`, or a folder of versions (the newest complete one is "
+        "served and a newer one is swapped in live; env MOVIEREC_ARTIFACT)",
+    ),
+    "host": (str, "address to bind (default 127.0.0.1; non-loopback needs TLS or --insecure)"),
     "port": (int, "port to bind, 0 = any free port (default 50051, env MOVIEREC_PORT)"),
     "device": (str, "auto | cpu | cuda | cuda:N (default auto, env MOVIEREC_DEVICE)"),
     "max_batch_size": (int, "most users scored in one model step (default 256)"),
@@ -25,6 +29,17 @@ FLAGS: dict[str, tuple[type, str]] = {
     "max_stream_inflight": (int, "requests of one stream scored concurrently (default 64)"),
     "grace_s": (float, "seconds in-flight calls get to finish on SIGTERM/SIGINT (default 10)"),
     "log_level": (str, "DEBUG | INFO | WARNING (default INFO)"),
+    "max_k": (int, "largest k per list, also capped at the catalog size (default 1000)"),
+    "max_concurrent_streams": (int, "streaming calls open at once, server-wide (default 64)"),
+    "watch_interval_s": (float, "seconds between checks for a new model; 0 = only on SIGHUP (default 2)"),
+    "tls_cert": (str, "PEM certificate chain: serve TLS (with --tls-key)"),
+    "tls_key": (str, "PEM private key for --tls-cert"),
+    "tls_client_ca": (str, "PEM CA bundle: require client certificates signed by it (mutual TLS)"),
+    "auth_token_file": (str, "file of bearer tokens, one per line: every call but health needs one"),
+}
+# on/off flags (store_true); env MOVIEREC_<NAME>=1 works too
+SWITCHES: dict[str, str] = {
+    "insecure": "allow plain-text gRPC on a non-loopback --host (default: refused)",
 }
 
 
@@ -32,6 +47,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("serve", help="serve a trained artifact over gRPC")
     for name, (typ, text) in FLAGS.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
+    for name, text in SWITCHES.items():
+        parser.add_argument("--" + name, dest=name, action="store_true", default=None, help=text)
     parser.set_defaults(handler=_serve)
 
 
@@ -42,7 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
     from movierec.server.config import ServerSettings
 
     try:
-        settings = ServerSettings.from_sources({name: getattr(args, name) for name in FLAGS})
+        settings = ServerSettings.from_sources({name: getattr(args, name) for name in [*FLAGS, *SWITCHES]})
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if not (settings.artifact / "manifest.json").exists() and not settings.artifact.is_dir():
@@ -57,6 +74,8 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(serve(settings))
     except ArtifactError as exc:
         raise CliError(f"cannot load artifact {settings.artifact}: {exc}") from None
+    except ValueError as exc:  # unreadable token file or TLS files
+        raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"cannot serve on {settings.host}:{settings.port}: {exc}") from None
     return 0

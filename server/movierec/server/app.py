@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -13,8 +14,10 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from movierec.server.auth import GuardInterceptor, read_tokens
 from movierec.server.config import ServerSettings
 from movierec.server.engine import Engine, ScorerLike
+from movierec.server.model_manager import ModelManager, describe_source
 from movierec.server.servicer import SERVICE_NAME, RecommenderServicer
 from movierec.v1 import recommender_service_pb2_grpc as pb_grpc
 
@@ -32,6 +35,23 @@ def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
     ]
 
 
+def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    """TLS (or mutual TLS with --tls-client-ca) credentials from PEM files; None = plain text."""
+    if not settings.tls:
+        return None
+
+    def read(flag: str, path: str) -> bytes:
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"{flag} {path}: cannot read ({exc.strerror})") from None
+
+    cert = read("--tls-cert", settings.tls_cert)
+    key = read("--tls-key", settings.tls_key)
+    ca = read("--tls-client-ca", settings.tls_client_ca) if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
 class RecommenderServer:
     """One scorer served over gRPC. `await start()`, then `await stop()` (or `serve_until_signal`)."""
 
@@ -41,6 +61,8 @@ class RecommenderServer:
         self.health = health_aio.HealthServicer()
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
+        tokens = read_tokens(settings.auth_token_file) if settings.auth_token_file else []
+        self.guard = GuardInterceptor(tokens, settings.max_concurrent_streams)
 
     @property
     def batcher(self) -> Any:
@@ -49,7 +71,7 @@ class RecommenderServer:
     async def start(self) -> int:
         """Bind, start the batcher, report SERVING; returns the bound port."""
         s = self.settings
-        server = grpc.aio.server(options=server_options(s))
+        server = grpc.aio.server(options=server_options(s), interceptors=[self.guard])
         pb_grpc.add_RecommenderServiceServicer_to_server(
             RecommenderServicer(self.engine, s.max_stream_inflight), server
         )
@@ -62,7 +84,9 @@ class RecommenderServer:
             ),
             server,
         )
-        port = server.add_insecure_port(f"{s.host}:{s.port}")
+        creds = server_credentials(s)
+        address = f"{s.host}:{s.port}"
+        port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
         if port == 0:
             raise OSError(f"cannot bind {s.host}:{s.port}")
         self.engine.batcher.start()
@@ -84,29 +108,31 @@ class RecommenderServer:
 
 
 def load_scorer(settings: ServerSettings) -> ScorerLike:
-    from movierec.trainer.scoring import Scorer  # torch: only when serving
-
-    scorer = Scorer.load(settings.artifact, device=settings.device)
-    scorer.warmup()
-    return scorer
+    return ModelManager(settings.artifact, device=settings.device).load_initial()[0]
 
 
 async def serve(settings: ServerSettings) -> None:
-    """Load, warm up, serve until SIGTERM/SIGINT, shut down gracefully."""
+    """Load, warm up, serve until SIGTERM/SIGINT, shut down gracefully; reload the model on change/SIGHUP."""
     t0 = time.perf_counter()
     log.info("movierec server starting: %s", settings.describe())
-    scorer = await asyncio.to_thread(load_scorer, settings)
+    manager = ModelManager(settings.artifact, device=settings.device)
+    scorer, served = await asyncio.to_thread(manager.load_initial)
     server = RecommenderServer(scorer, settings)
+    manager.attach(server.engine)
     port = await server.start()
     info = scorer.info
     log.info(
-        "movierec server serving on %s:%d: model %s (%s, %d users, %d movies) on %s, ready in %.1fs",
+        "movierec server serving on %s:%d (%s; auth %s): model %s (%s, %d users, %d movies) from %s on %s, "
+        "ready in %.1fs",
         settings.host,
         port,
+        settings.transport(),
+        f"bearer tokens ({server.guard.token_count})" if server.guard.token_count else "off",
         info.version,
         info.dataset,
         info.n_users,
         info.n_items,
+        describe_source(settings.artifact, served),
         scorer.device,
         time.perf_counter() - t0,
     )
@@ -114,8 +140,18 @@ async def serve(settings: ServerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(manager.reload(force=True))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    manager.start_watching(settings.watch_interval_s)
     await stop.wait()
     log.info("movierec server stopping: finishing in-flight calls (grace %.1fs)", settings.grace_s)
+    await manager.stop()
     await server.stop()
     st = server.batcher.stats
     log.info(

@@ -1,0 +1,184 @@
+"""Hot model swaps: watch the artifact, load and warm a new version beside the old one, then switch.
+
+`--artifact` is either one artifact directory (has `manifest.json`) or a *versions directory* whose
+subdirectories are artifacts (`models/2024-05-01/`, `models/v7/`, ...): the complete version (one with a
+`manifest.json`; dot-directories, i.e. `save_artifact`'s temp dirs, are ignored) whose manifest was written
+last wins. The manager polls every `watch_interval_s` seconds and reloads at once on SIGHUP
+(`ModelManager.reload`). A candidate is loaded (checksums verified), checked against the model being
+served (same catalog: the same movie ids in the same order, so clients' ids, k limits and cached catalogs
+stay valid) and warmed up in a worker thread while the old model keeps serving; then one reference
+assignment on the event loop makes it current. Calls already running finish on the model they started
+with (each captured it); every response carries the version that produced it. A refused candidate is
+logged with the reason and not retried until its files change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from movierec.server.engine import Engine, LoadedModel, ScorerLike
+
+log = logging.getLogger("movierec.server")
+
+MANIFEST = "manifest.json"
+
+Fingerprint = tuple[str, int, int, int]
+
+
+def resolve_artifact(source: str | Path) -> Path:
+    """The artifact to serve: `source` itself, or the newest complete version inside it."""
+    root = Path(source)
+    if (root / MANIFEST).is_file() or not root.is_dir():
+        return root
+    best: tuple[int, str, Path] | None = None
+    for d in root.iterdir():
+        if d.name.startswith(".") or not d.is_dir():
+            continue
+        try:
+            st = (d / MANIFEST).stat()
+        except OSError:
+            continue
+        key = (st.st_mtime_ns, d.name, d)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return best[2] if best else root
+
+
+def fingerprint(path: Path) -> Fingerprint | None:
+    try:
+        st = (path / MANIFEST).stat()
+    except OSError:
+        return None
+    return (str(path.resolve()), st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def check_compatible(old: LoadedModel, new: LoadedModel) -> None:
+    """Raise ValueError unless `new` can replace `old` without breaking clients."""
+    a, b = old.scorer.items.raw, new.scorer.items.raw
+    if len(a) != len(b):
+        raise ValueError(f"catalog size {len(b)} differs from the served model's {len(a)}")
+    if not np.array_equal(a, b):
+        raise ValueError("catalog movie ids differ from the served model's")
+
+
+def default_loader(device: str) -> Callable[[Path], ScorerLike]:
+    def load(path: Path) -> ScorerLike:
+        from movierec.trainer.scoring import Scorer  # torch: only when serving
+
+        scorer = Scorer.load(path, device=device)
+        scorer.warmup()
+        return scorer
+
+    return load
+
+
+@dataclass
+class SwapStats:
+    swaps: int = 0
+    refused: int = 0
+    last_error: str = ""
+
+
+class ModelManager:
+    """Owns where models come from; `engine.swap()` is the only way a new one starts serving."""
+
+    def __init__(
+        self,
+        source: str | Path,
+        *,
+        device: str = "auto",
+        loader: Callable[[Path], ScorerLike] | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        self.source = Path(source)
+        self.loader = loader or default_loader(device)
+        self.engine = engine
+        self.stats = SwapStats()
+        self._current: Fingerprint | None = None
+        self._refused: Fingerprint | None = None
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def load_initial(self) -> tuple[ScorerLike, Path]:
+        """Load what `source` points at now (blocking; errors propagate: there is nothing to fall back to)."""
+        path = resolve_artifact(self.source)
+        fp = fingerprint(path)
+        scorer = self.loader(path)
+        self._current = fp
+        return scorer, path
+
+    def attach(self, engine: Engine) -> None:
+        self.engine = engine
+        if self._current is None:
+            self._current = fingerprint(resolve_artifact(self.source))
+
+    async def reload(self, *, force: bool = False) -> bool:
+        """Swap in the newest artifact if it changed (or `force`: also retry a refused one). True = swapped."""
+        assert self.engine is not None, "attach() an engine first"
+        async with self._lock:
+            path = resolve_artifact(self.source)
+            fp = fingerprint(path)
+            if fp is None or fp == self._current or (fp == self._refused and not force):
+                return False
+            t0 = time.perf_counter()
+            try:
+                scorer = await asyncio.to_thread(self.loader, path)
+                new = LoadedModel.of(scorer, path)
+                check_compatible(self.engine.model, new)
+            except Exception as exc:  # ArtifactError, ValueError, torch errors: refuse, keep serving
+                self._refused = fp
+                self.stats.refused += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "movierec model swap refused: %s: %s; still serving %s",
+                    path,
+                    self.stats.last_error,
+                    self.engine.version,
+                )
+                return False
+            if new.version == self.engine.version:
+                self._current = fp  # the same content again: nothing to do
+                return False
+            old = self.engine.swap(new)
+            self._current, self._refused = fp, None
+            self.stats.swaps += 1
+            log.info(
+                "movierec model swapped: %s -> %s (%s, loaded and warmed in %.1fs)",
+                old.version,
+                new.version,
+                path,
+                time.perf_counter() - t0,
+            )
+            return True
+
+    async def _watch(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reload()
+            except Exception:  # never let the watcher die
+                log.exception("movierec model watcher: unexpected error")
+
+    def start_watching(self, interval: float) -> None:
+        if interval > 0 and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch(interval), name="movierec-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+def describe_source(source: Path, served: Path) -> str:
+    return str(served) if served == source else f"{served} (newest version in {source})"
+
