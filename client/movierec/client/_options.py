@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import math
+import os
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Union
+
+import grpc
 
 DEFAULT_TARGET = "localhost:50051"
 DEFAULT_TIMEOUT_S = 10.0
@@ -51,3 +56,136 @@ def resolve_timeout(timeout: float | None, default: float | None) -> float | Non
     """None -> the client's default; math.inf -> no deadline."""
     t = default if timeout is None else timeout
     return None if t is None or math.isinf(t) else float(t)
+
+
+# -- TLS and bearer tokens -----------------------------------------------------------------------------------
+PemLike = Union[bytes, str, "os.PathLike[str]"]
+
+
+def _pem(value: PemLike | None) -> bytes | None:
+    """PEM bytes as given, or read from a file path."""
+    if value is None or isinstance(value, bytes):
+        return value
+    return Path(value).read_bytes()
+
+
+def tls_credentials(
+    root_certificates: PemLike | None = None,
+    client_cert: PemLike | None = None,
+    client_key: PemLike | None = None,
+) -> grpc.ChannelCredentials:
+    """TLS channel credentials: the CA to trust (None = the system roots) and, for mutual TLS, the client's
+    certificate chain and key (PEM bytes or file paths)."""
+    if (client_cert is None) != (client_key is None):
+        raise ValueError("client_cert and client_key go together (mutual TLS)")
+    return grpc.ssl_channel_credentials(_pem(root_certificates), _pem(client_key), _pem(client_cert))
+
+
+class _Details(
+    collections.namedtuple(
+        "_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+def _with_token(metadata: Any, header: tuple[str, str]) -> list[tuple[str, Any]]:
+    return [*(tuple(m) for m in (metadata or ())), header]
+
+
+class _SyncToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds `authorization: Bearer <token>` to every call of a blocking channel."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, d: Any) -> _Details:
+        return _Details(
+            d.method,
+            d.timeout,
+            _with_token(d.metadata, self._header),
+            d.credentials,
+            getattr(d, "wait_for_ready", None),
+            getattr(d, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+
+def _aio_token_interceptors(token: str) -> list[Any]:
+    """grpc.aio sorts interceptors by kind (one kind each), so the token needs four of them."""
+    import grpc.aio
+
+    header = ("authorization", f"Bearer {token}")
+
+    def details(d: Any) -> Any:
+        return d._replace(metadata=grpc.aio.Metadata(*_with_token(d.metadata, header)))
+
+    class UU(grpc.aio.UnaryUnaryClientInterceptor):
+        async def intercept_unary_unary(self, continuation: Any, d: Any, request: Any) -> Any:
+            return await continuation(details(d), request)
+
+    class US(grpc.aio.UnaryStreamClientInterceptor):
+        async def intercept_unary_stream(self, continuation: Any, d: Any, request: Any) -> Any:
+            return await continuation(details(d), request)
+
+    class SU(grpc.aio.StreamUnaryClientInterceptor):
+        async def intercept_stream_unary(self, continuation: Any, d: Any, requests: Any) -> Any:
+            return await continuation(details(d), requests)
+
+    class SS(grpc.aio.StreamStreamClientInterceptor):
+        async def intercept_stream_stream(self, continuation: Any, d: Any, requests: Any) -> Any:
+            return await continuation(details(d), requests)
+
+    return [UU(), US(), SU(), SS()]
+
+
+def open_channel(
+    target: str,
+    *,
+    aio: bool = False,
+    credentials: grpc.ChannelCredentials | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+    tls: bool = False,
+    root_certificates: PemLike | None = None,
+    client_cert: PemLike | None = None,
+    client_key: PemLike | None = None,
+    token: str | None = None,
+) -> Any:
+    """The channel behind Client (aio=False) and AsyncClient (aio=True).
+
+    TLS when `credentials` is given, `tls=True`, or any of the PEM options is; `token` adds
+    `authorization: Bearer <token>` metadata to every call (over TLS, or plain text on loopback).
+    """
+    opts = channel_options(options)
+    if credentials is None and (tls or root_certificates or client_cert or client_key):
+        credentials = tls_credentials(root_certificates, client_cert, client_key)
+    if aio:
+        import grpc.aio
+
+        interceptors = _aio_token_interceptors(token) if token else None
+        if credentials is not None:
+            return grpc.aio.secure_channel(target, credentials, options=opts, interceptors=interceptors)
+        return grpc.aio.insecure_channel(target, options=opts, interceptors=interceptors)
+    channel = (
+        grpc.secure_channel(target, credentials, options=opts)
+        if credentials is not None
+        else grpc.insecure_channel(target, options=opts)
+    )
+    return grpc.intercept_channel(channel, _SyncToken(token)) if token else channel
