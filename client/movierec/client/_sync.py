@@ -9,7 +9,13 @@ import grpc
 
 from movierec.client import _convert as c
 from movierec.client._errors import MovieRecError, translate_errors
-from movierec.client._options import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, channel_options, resolve_timeout
+from movierec.client._options import (
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT_S,
+    PemLike,
+    open_channel,
+    resolve_timeout,
+)
 from movierec.client._results import (
     IdsLike,
     ModelInfo,
@@ -39,15 +45,20 @@ class Client:
         timeout: float | None = DEFAULT_TIMEOUT_S,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        tls: bool = False,
+        root_certificates: PemLike | None = None,
+        client_cert: PemLike | None = None,
+        client_key: PemLike | None = None,
+        token: str | None = None,
     ) -> None:
+        """TLS: `tls=True` (system roots) or `root_certificates=` (PEM bytes or path); mutual TLS adds
+        `client_cert=`/`client_key=`. `token=` sends `authorization: Bearer <token>` on every call."""
         self.target = target
         self.timeout = timeout
-        opts = channel_options(options)
-        self._channel = (
-            grpc.secure_channel(target, credentials, options=opts)
-            if credentials is not None
-            else grpc.insecure_channel(target, options=opts)
-        )
+        self._channel = open_channel(
+            target, credentials=credentials, options=options, tls=tls, root_certificates=root_certificates,
+            client_cert=client_cert, client_key=client_key, token=token,
+        )  # fmt: skip
         self._stub = pb_grpc.RecommenderServiceStub(self._channel)
         self._health = self._channel.unary_unary(
             c.HEALTH_METHOD, request_serializer=None, response_deserializer=None, _registered_method=True
