@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "movierec.cli.serve_cmd",
     "movierec.cli.client_cmd",
     "movierec.cli.demo_cmd",
+    "movierec.cli.bulk_cmd",
 )
 
 

@@ -10,6 +10,7 @@ with Client("localhost:50051") as client:
 """
 
 from movierec.client._aio import AsyncClient
+from movierec.client._bulk import BulkChunk, ScoreAllResult
 from movierec.client._errors import MovieRecError
 from movierec.client._options import DEFAULT_TARGET, DEFAULT_TIMEOUT_S
 from movierec.client._results import (
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_TARGET",
     "DEFAULT_TIMEOUT_S",
     "AsyncClient",
+    "BulkChunk",
     "Client",
     "ModelInfo",
     "MovieRecError",
@@ -38,6 +40,7 @@ __all__ = [
     "RecommendQuery",
     "Recommendation",
     "Recommendations",
+    "ScoreAllResult",
     "ServerLimits",
     "StreamResult",
 ]

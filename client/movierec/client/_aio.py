@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
 
+from movierec.client import _bulk
 from movierec.client import _convert as c
 from movierec.client._errors import translate_errors
 from movierec.client._options import (
@@ -135,6 +138,38 @@ class AsyncClient:
                     yield c.stream_result(resp)
         finally:
             call.cancel()
+
+    def iter_score_all(
+        self,
+        k: int = 10,
+        *,
+        shard: _bulk.ShardLike = None,
+        user_range: _bulk.RangeLike = None,
+        resume_from: bytes | None = None,
+        chunk_users: int = 0,
+        timeout: float | None = math.inf,
+    ) -> AsyncIterator[_bulk.BulkChunk]:
+        """As Client.iter_score_all: `async for chunk in client.iter_score_all(10): ...`."""
+        req = _bulk.score_all_request(k, shard, user_range, resume_from, chunk_users)
+        return _bulk.aiter_call(self._stub, req, self._t(timeout))
+
+    async def score_all(
+        self,
+        k: int = 10,
+        *,
+        out: str | Path,
+        shard: _bulk.ShardLike = None,
+        user_range: _bulk.RangeLike = None,
+        resume: bool = False,
+        format: str | None = None,
+        chunk_users: int = 0,
+        timeout: float | None = math.inf,
+    ) -> _bulk.ScoreAllResult:
+        """As Client.score_all (no progress bar); file writes run in a worker thread."""
+        return await _bulk.score_all_async(
+            self._stub, self._t(timeout), k, out, shard=shard, user_range=user_range, resume=resume,
+            fmt=format, chunk_users=chunk_users,
+        )  # fmt: skip
 
     async def model_info(self, *, timeout: float | None = None) -> ModelInfo:
         with translate_errors():

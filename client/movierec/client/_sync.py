@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, overload
 
 import grpc
 
+from movierec.client import _bulk
 from movierec.client import _convert as c
 from movierec.client._errors import MovieRecError, translate_errors
 from movierec.client._options import (
@@ -146,6 +149,41 @@ class Client:
     def model_info(self, *, timeout: float | None = None) -> ModelInfo:
         with translate_errors():
             return c.model_info(self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self._t(timeout)))
+
+    def iter_score_all(
+        self,
+        k: int = 10,
+        *,
+        shard: _bulk.ShardLike = None,
+        user_range: _bulk.RangeLike = None,
+        resume_from: bytes | None = None,
+        chunk_users: int = 0,
+        timeout: float | None = math.inf,
+    ) -> Iterator[_bulk.BulkChunk]:
+        """Bulk top-k of all users (or shard `(i, n)`/"i/n", or raw ids in [lo, hi)) as numpy chunks, in
+        user order; `chunk.cursor` resumes after a chunk (`resume_from=`). No deadline by default."""
+        req = _bulk.score_all_request(k, shard, user_range, resume_from, chunk_users)
+        return _bulk.iter_call(self._stub, req, self._t(timeout))
+
+    def score_all(
+        self,
+        k: int = 10,
+        *,
+        out: str | Path,
+        shard: _bulk.ShardLike = None,
+        user_range: _bulk.RangeLike = None,
+        resume: bool = False,
+        format: str | None = None,
+        chunk_users: int = 0,
+        progress: bool = True,
+        timeout: float | None = math.inf,
+    ) -> _bulk.ScoreAllResult:
+        """Write bulk top-k to Parquet (default) or CSV (`.csv` or format="csv"), long format
+        user_id/rank/movie_id/score; `resume=True` continues an interrupted run (see movierec.client._bulk)."""
+        return _bulk.score_all_sync(
+            self._stub, self._t(timeout), k, out, shard=shard, user_range=user_range, resume=resume,
+            fmt=format, chunk_users=chunk_users, progress=progress,
+        )  # fmt: skip
 
     def movies(self, movie_ids: IdsLike = (), *, timeout: float | None = None) -> Movies:
         """Catalog entries for `movie_ids` (default: the whole catalog)."""

@@ -9,6 +9,7 @@ class ErrorCode(enum.Enum):
     """The subset of gRPC status codes the core uses; names equal `grpc.StatusCode` member names."""
 
     INVALID_ARGUMENT = 3
+    FAILED_PRECONDITION = 9
     DEADLINE_EXCEEDED = 4
     NOT_FOUND = 5
     RESOURCE_EXHAUSTED = 8

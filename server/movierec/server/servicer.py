@@ -12,8 +12,10 @@ from typing import Any
 import grpc
 import numpy as np
 
+from movierec.server.bulk import BulkScorer
 from movierec.server.engine import Engine, TopK
 from movierec.server.errors import ErrorCode, RequestError
+from movierec.v1 import bulk_pb2 as bulk_pb
 from movierec.v1 import recommender_service_pb2 as pb
 from movierec.v1 import recommender_service_pb2_grpc as pb_grpc
 from movierec.v1 import types_pb2 as types
@@ -53,6 +55,7 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
     def __init__(self, engine: Engine, max_stream_inflight: int = 64) -> None:
         self.engine = engine
         self.max_stream_inflight = max_stream_inflight
+        self.bulk = BulkScorer(engine)
 
     # -- conversions --------------------------------------------------------------------------------------
     async def _recommend(self, request: pb.RecommendRequest, deadline: float | None) -> pb.RecommendResponse:
@@ -198,6 +201,18 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
             for t in [reader, *tasks]:
                 with contextlib.suppress(BaseException):
                     await t
+
+    async def ScoreAll(
+        self, request: bulk_pb.ScoreAllRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bulk_pb.ScoreAllChunk]:
+        """Bulk scoring (movierec.server.bulk): chunks of consecutive users, paced by the client."""
+        try:
+            plan = self.bulk.plan(request)
+        except RequestError as err:
+            await self._abort(context, err)
+            raise
+        async for chunk in self.bulk.stream(plan):
+            yield chunk
 
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
