@@ -60,6 +60,7 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
     # -- conversions --------------------------------------------------------------------------------------
     async def _recommend(self, request: pb.RecommendRequest, deadline: float | None) -> pb.RecommendResponse:
         user_ids = _ids(request.user_ids)
+        m = self.engine.model  # this call uses this model version to the end, even across a hot swap
         top = await self.engine.recommend(
             user_ids,
             request.k,
@@ -67,11 +68,10 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
             _ids(request.include_movie_ids),
             titles=request.include_titles,
             deadline=deadline,
+            model=m,
         )
-        titles = self.engine.titles if request.include_titles else None
-        return pb.RecommendResponse(
-            model_version=self.engine.version, recommendations=_lists(top, user_ids, titles)
-        )
+        titles = m.titles if request.include_titles else None
+        return pb.RecommendResponse(model_version=m.version, recommendations=_lists(top, user_ids, titles))
 
     async def _for_ratings(
         self, request: pb.RecommendForRatingsRequest, deadline: float | None
@@ -89,6 +89,7 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
         predict_ids = np.fromiter(
             (m for q in queries for m in q.predict_movie_ids), np.int64, int(predict_lengths.sum())
         )
+        m = self.engine.model
         top, preds = await self.engine.recommend_for_ratings(
             movie_ids,
             ratings,
@@ -101,10 +102,11 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
             _ids(request.include_movie_ids),
             titles=request.include_titles,
             deadline=deadline,
+            model=m,
         )
         results = [pb.RatingsResult() for _ in range(len(queries))]
         if top is not None:
-            titles = self.engine.titles if request.include_titles else None
+            titles = m.titles if request.include_titles else None
             for res, lst in zip(results, _lists(top, None, titles), strict=True):
                 res.recommendations.CopyFrom(lst)
         if preds is not None and predict_ids.size:
@@ -115,7 +117,7 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
                 if b > a:
                     res.predictions.movie_ids.extend(id_list[a:b])
                     res.predictions.ratings.extend(pred_list[a:b])
-        return pb.RecommendForRatingsResponse(model_version=self.engine.version, results=results)
+        return pb.RecommendForRatingsResponse(model_version=m.version, results=results)
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, err: RequestError) -> None:
@@ -217,7 +219,8 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelInfoResponse:
-        info = self.engine.scorer.info
+        scorer = self.engine.model.scorer
+        info = scorer.info
         s = self.engine.settings
         model_types = dict(getattr(info, "model_types", {}) or {})
         model = types.ModelInfo(
@@ -232,11 +235,11 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
             created_at=str(info.created_at),
             training_seconds=float(info.training_seconds),
             config_json=json.dumps(getattr(info, "config", {}) or {}, sort_keys=True, default=str),
-            device=str(self.engine.scorer.device),
+            device=str(scorer.device),
         )
         limits = types.ServerLimits(
             max_users_per_call=s.max_users_per_call,
-            max_k=self.engine.n_items,
+            max_k=self.engine.max_k(),
             max_message_bytes=s.max_message_bytes,
             max_batch_size=s.max_batch_size,
         )
@@ -247,12 +250,13 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
     ) -> pb.GetMoviesResponse:
         from movierec.server import validation as v
 
-        scorer = self.engine.scorer
+        m = self.engine.model
+        scorer = m.scorer
         try:
             if len(request.movie_ids):
                 idx = v.movies_to_index(_ids(request.movie_ids), scorer.items, "movie_ids", unique=False)
             else:
-                idx = np.arange(self.engine.n_items, dtype=np.int64)
+                idx = np.arange(m.n_items, dtype=np.int64)
         except RequestError as err:
             await self._abort(context, err)
             raise
@@ -263,4 +267,4 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
             types.Movie(movie_id=m, title=cat.titles[i], year=int(y), genres=cat.genres[i])
             for m, i, y in zip(raw, idx.tolist(), years, strict=True)
         ]
-        return pb.GetMoviesResponse(model_version=self.engine.version, movies=movies)
+        return pb.GetMoviesResponse(model_version=m.version, movies=movies)
