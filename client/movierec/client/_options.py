@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import grpc
+import grpc.aio
 
 DEFAULT_TARGET = "localhost:50051"
 DEFAULT_TIMEOUT_S = 10.0
@@ -130,8 +131,6 @@ class _SyncToken(
 
 def _aio_token_interceptors(token: str) -> list[Any]:
     """grpc.aio sorts interceptors by kind (one kind each), so the token needs four of them."""
-    import grpc.aio
-
     header = ("authorization", f"Bearer {token}")
 
     def details(d: Any) -> Any:
@@ -177,8 +176,6 @@ def open_channel(
     if credentials is None and (tls or root_certificates or client_cert or client_key):
         credentials = tls_credentials(root_certificates, client_cert, client_key)
     if aio:
-        import grpc.aio
-
         interceptors = _aio_token_interceptors(token) if token else None
         if credentials is not None:
             return grpc.aio.secure_channel(target, credentials, options=opts, interceptors=interceptors)
