@@ -23,7 +23,7 @@ help:
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) --upgrade "pip>=24"
-	$(PIP_INSTALL) -e '.[train,server,dev]'
+	$(PIP_INSTALL) -e '.[train,server,dev,ray]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,0 +1,161 @@
+"""Bulk scoring of every user on Ray Data, with the same `Scorer` as the gRPC server.
+
+Users are cut into fixed blocks (block b = dense users [b*block_users, (b+1)*block_users)); a pool of actors,
+each loading the artifact once (on a GPU when the cluster has GPUs), scores whole blocks with
+`Scorer.recommend_users` and writes one Parquet file per block, atomically (temp file + rename). A re-run
+skips the blocks whose files already exist, so an interrupted job continues where it stopped.
+
+Without an address a local Ray sized to this machine is started; with one, the job joins that cluster.
+`ray` is the optional extra `movierec[ray]`; without it a one-line error says what to install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from movierec.trainer.artifact import read_manifest
+
+PART_PATTERN = "part-{block:06d}.parquet"
+MANIFEST_NAME = "_movierec_scoring.json"
+
+
+class RayNotInstalled(RuntimeError):
+    pass
+
+
+def recommendations_table(users: np.ndarray, movies: np.ndarray, scores: np.ndarray) -> pa.Table:
+    """One row per user: raw user id, its top-k raw movie ids and scores as fixed-size lists (best first)."""
+    k = movies.shape[1]
+    return pa.table(
+        {
+            "user": pa.array(users, pa.int64()),
+            "movies": pa.FixedSizeListArray.from_arrays(pa.array(movies.reshape(-1), pa.int64()), k),
+            "scores": pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1), pa.float32()), k),
+        }
+    )
+
+
+class BlockScorer:
+    """A Ray actor: loads the artifact once, then scores and writes whole blocks."""
+
+    def __init__(self, artifact: str, k: int, out_dir: str, block_users: int, device: str) -> None:
+        from movierec.trainer.scoring import Scorer
+
+        self.scorer = Scorer.load(artifact, device=device)
+        self.scorer.warmup()
+        self.k, self.out_dir, self.block_users = k, Path(out_dir), block_users
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n_users = len(self.scorer.users)
+        done = []
+        for block in batch["block"].tolist():  # a handful of blocks per call, each thousands of users
+            users = np.arange(block * self.block_users, min((block + 1) * self.block_users, n_users))
+            items, scores = self.scorer.recommend_users(users, self.k)
+            movies = np.where(items >= 0, self.scorer.items.to_raw(np.maximum(items, 0)), -1)
+            table = recommendations_table(self.scorer.users.to_raw(users), movies, scores)
+            final = self.out_dir / PART_PATTERN.format(block=block)
+            tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+            pq.write_table(table, tmp)
+            os.replace(tmp, final)
+            done.append(users.size)
+        return {"block": batch["block"], "users": np.asarray(done, dtype=np.int64)}
+
+
+@dataclass
+class RayScoringSummary:
+    users: int
+    blocks_total: int
+    blocks_scored: int
+    blocks_skipped: int
+    seconds: float
+    users_per_second: float
+    workers: int
+    out_dir: str
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise RayNotInstalled("Ray is not installed: pip install 'movierec[ray]' (or 'ray[data]')") from None
+    return ray
+
+
+def score_all_ray(
+    artifact: str | Path,
+    out_dir: str | Path,
+    *,
+    k: int = 10,
+    address: str | None = None,
+    workers: int | None = None,
+    block_users: int = 4096,
+    device: str = "auto",
+) -> RayScoringSummary:
+    """Score every known user of `artifact` into `out_dir/part-*.parquet` on Ray Data."""
+    ray = _import_ray()
+    manifest = read_manifest(artifact)
+    n_users, n_items = int(manifest["n_users"]), int(manifest["n_items"])
+    if not 1 <= k <= n_items:
+        raise ValueError(f"k must be in [1, {n_items}] (the catalog size), got {k}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path = out / MANIFEST_NAME
+    job = {"artifact_version": manifest["version"], "k": k, "block_users": block_users, "n_users": n_users}
+    if meta_path.exists():
+        previous = json.loads(meta_path.read_text())
+        if previous != job:
+            raise ValueError(f"{out} holds results of another job ({previous}); use an empty --out directory")
+    else:
+        meta_path.write_text(json.dumps(job, indent=2))
+    n_blocks = (n_users + block_users - 1) // block_users
+    todo = [b for b in range(n_blocks) if not (out / PART_PATTERN.format(block=b)).exists()]
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    try:
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        pool = workers or max(1, min(len(todo) or 1, int(gpus) if gpus and device != "cpu" else cpus))
+        t0 = time.perf_counter()
+        if todo:
+            ds = ray.data.from_items([{"block": b} for b in todo], override_num_blocks=min(len(todo), pool * 4))
+            ds = ds.map_batches(
+                BlockScorer,
+                fn_constructor_kwargs={"artifact": str(Path(artifact).resolve()), "k": k, "out_dir": str(out.resolve()),
+                                       "block_users": block_users,
+                                       "device": device if not gpus else ("cuda" if device != "cpu" else "cpu")},
+                batch_size=1,
+                compute=ray.data.ActorPoolStrategy(size=pool),
+                num_gpus=1 if gpus and device != "cpu" else 0,
+                num_cpus=1,
+                batch_format="numpy",
+            )
+            scored = int(sum(row["users"] for row in ds.iter_rows()))
+        else:
+            scored = 0
+        seconds = time.perf_counter() - t0
+    finally:
+        if started_here:
+            ray.shutdown()
+    return RayScoringSummary(
+        users=scored, blocks_total=n_blocks, blocks_scored=len(todo), blocks_skipped=n_blocks - len(todo),
+        seconds=round(seconds, 3), users_per_second=round(scored / seconds, 1) if seconds > 0 else 0.0,
+        workers=pool, out_dir=str(out),
+    )
+
+
+def summary_dict(summary: RayScoringSummary) -> dict[str, Any]:
+    return asdict(summary)
