@@ -40,5 +40,9 @@ def test_masked_mse_ignores_unrated() -> None:
 
 def test_every_preset_builds() -> None:
     for preset in PRESETS.values():
-        model = build_model(ModelConfig.from_dict({**preset.model.to_dict(), "n_items": 30}))
-        assert model(torch.rand(2, 30)).shape == (2, 30)
+        for cfg in (preset.model, preset.ranking_model):
+            if cfg is None:
+                continue
+            model = build_model(ModelConfig.from_dict({**cfg.to_dict(), "n_items": 30, "extra": {**cfg.extra, "n_users": 4}}))
+            x = torch.rand(2, 30) * (torch.rand(2, 30) < 0.5)
+            assert model.scores(x).shape == (2, 30)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from movierec.trainer.config import PRESETS, ModelConfig, TrainConfig
-from movierec.trainer.pipeline import holdout_mask, ratings_matrix, run_training
+from movierec.trainer.pipeline import holdout_mask, ratings_matrix, resolve_roles, run_training
+from movierec.trainer.scoring import Scorer
 from movierec.trainer.sparse import IdMap
 from movierec.trainer.train import fit
 
@@ -56,5 +57,16 @@ def test_every_preset_one_epoch_smoke(preset, tiny_ratings, tmp_path) -> None:
     p = dataclasses.replace(p, train=dataclasses.replace(p.train, epochs=1, device="cpu"))
     out = run_training(train, test, catalog, p, tmp_path / "a", dataset="tiny", progress=False)
     assert (tmp_path / "a" / "manifest.json").is_file()
-    assert np.isfinite(out.metrics["test_rmse"])
+    roles = resolve_roles(p, None)
+    if "rating" in roles:
+        assert np.isfinite(out.metrics["test_rmse"])
+    else:  # a top-N model alone answers no ratings
+        assert np.isnan(out.metrics["test_rmse"])
     assert out.metrics["test_ratings"] == len(test)
+    assert 0.0 <= out.metrics["test_ndcg@10"] <= 1.0
+    scorer = Scorer.load(tmp_path / "a", device="cpu")
+    assert set(scorer.artifact.models) == set(roles)
+    assert scorer.artifact.meta["ranking"]["role"] == ("ranking" if "ranking" in roles else "rating")
+    idx, _ = scorer.recommend_users(np.arange(3), 5)
+    history = scorer.history.rows(np.arange(3)).densify()
+    assert all(history[r, i] == 0 for r in range(3) for i in idx[r] if i >= 0)

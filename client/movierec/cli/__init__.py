@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "movierec.cli.client_cmd",
     "movierec.cli.demo_cmd",
     "movierec.cli.bulk_cmd",
+    "movierec.cli.report_cmd",
 )
 
 

@@ -49,6 +49,10 @@ def predict_frame(scorer: Scorer, users: np.ndarray, items: np.ndarray) -> tuple
 
 
 def rating_metrics(scorer: Scorer, test: pd.DataFrame) -> dict[str, Any]:
+    """Pooled RMSE/MAE of the rating model; NaN when the artifact has only a ranking (top-N) model."""
+    if "rating" not in scorer.artifact.models:
+        nan = float("nan")
+        return {"rmse": nan, "mae": nan, "mean_user_rmse": nan, "ratings": int(len(test))}
     users = test["user"].to_numpy(np.int64)
     pred, counts = predict_frame(scorer, users, test["item"].to_numpy(np.int64))
     true = test["rating"].to_numpy(np.float32)

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from movierec.trainer.config import Activation, ModelConfig
+from movierec.trainer.sparse import Csr
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -75,6 +77,279 @@ class Autoencoder(nn.Module):
 MODEL_TYPES: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "autoencoder": Autoencoder,
 }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model families beyond the user autoencoder. Class attributes tell the fit loop how to train each one:
+#   orientation  "user" (rows = users, the default) or "item" (rows = items: I-AutoRec)
+#   objective    "rating" (masked MSE on observed ratings; validation RMSE) or "ranking" (top-N; validation NDCG@10)
+#   closed_form  True when the model is solved, not trained by gradient steps (EASE)
+# Models that need the full training matrix after fitting (item codes, the EASE weights refit on all of it)
+# implement `finalize(full: Csr)`; the pipeline calls it before saving, so the artifact holds everything
+# `scores` needs.
+# --------------------------------------------------------------------------------------------------------------
+
+_KEY_MODULUS = 2**31 - 1
+
+
+def _rating_keys(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """An exact integer fingerprint of each rating row (half-star resolution): equal rows give equal keys."""
+    q = torch.round(x * 2).to(torch.int64)
+    return (q * weights).sum(dim=1)
+
+
+class IAutoRec(nn.Module):
+    """I-AutoRec (Sedhain et al. 2015): an item-based autoencoder users -> hidden -> users, masked MSE.
+
+    Training sees item vectors (a movie's ratings by every user). Serving needs user vectors in and all movies
+    out, so `finalize` stores each movie's code `h_i = g(V r_i + mu)` computed from the full training matrix and
+    a fingerprint of every known user's rating row. `scores(x)`:
+      * a row equal to a known user's training history gets that user's decoder row: W_u . h_i + b_u
+        (exactly the model's prediction for that user);
+      * any other row (a new or changed user) is folded in: the decoder row is re-estimated by ridge
+        regression of the row's ratings on the codes of the movies it rated (with an intercept), which is the
+        problem the decoder solves for each user during training with the codes held fixed. Approximation:
+        the codes themselves do not see the new ratings.
+    """
+
+    orientation = "item"
+    objective = "rating"
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        n_users = int(config.extra.get("n_users", 0))
+        if n_users <= 0:
+            raise ValueError("IAutoRec needs extra['n_users'] > 0 (set by the pipeline from the training data)")
+        d = config.hidden[0]
+        self.fold_in_l2 = float(config.extra.get("fold_in_l2", 1.0))
+        self.input_dropout = nn.Dropout(config.input_dropout) if config.input_dropout > 0 else nn.Identity()
+        self.encoder = nn.Linear(n_users, d)
+        self.act = activation(config.activation)
+        self.code_dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.decoder = nn.Linear(d, n_users)
+        self.out_act = activation(config.output_activation)
+        gen = torch.Generator().manual_seed(12345)
+        self.register_buffer("key_weights", torch.randint(1, _KEY_MODULUS, (config.n_items,), generator=gen))
+        self.register_buffer("item_codes", torch.zeros(config.n_items, d))
+        self.register_buffer("user_keys", torch.zeros(n_users, dtype=torch.int64))
+
+    def forward(self, x_items: torch.Tensor) -> torch.Tensor:
+        """Item vectors (B x n_users) -> reconstructed item vectors (training orientation)."""
+        h = self.code_dropout(self.act(self.encoder(self.input_dropout(x_items))))
+        return self.out_act(self.decoder(h))
+
+    @torch.no_grad()
+    def finalize(self, full: Csr, batch_size: int = 1024) -> None:
+        from movierec.trainer.device import dense_batch
+
+        was_training = self.training
+        self.eval()
+        device = self.item_codes.device
+        items_t = full.transpose()
+        for s in range(0, items_t.n_rows, batch_size):
+            rows = np.arange(s, min(s + batch_size, items_t.n_rows))
+            x = dense_batch(items_t, rows, device)
+            self.item_codes[s : s + rows.size] = self.act(self.encoder(x))
+        for s in range(0, full.n_rows, batch_size):
+            rows = np.arange(s, min(s + batch_size, full.n_rows))
+            self.user_keys[s : s + rows.size] = _rating_keys(dense_batch(full, rows, device), self.key_weights)
+        self.train(was_training)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        keys = _rating_keys(x, self.key_weights)
+        sorted_keys, order = torch.sort(self.user_keys)
+        pos = torch.searchsorted(sorted_keys, keys).clamp(max=sorted_keys.numel() - 1)
+        known = (sorted_keys[pos] == keys) & (x != 0).any(dim=1)
+        out = torch.empty_like(x)
+        if known.any():
+            u = order[pos[known]]
+            out[known] = self.out_act(self.decoder.weight[u] @ self.item_codes.T + self.decoder.bias[u, None])
+        if (~known).any():
+            out[~known] = self.fold_in(x[~known])
+        return out
+
+    def fold_in(self, x: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+        """Ridge fold-in of new rating rows (dual form: one |rated| x |rated| solve per row, batched)."""
+        codes = self.item_codes
+        out = torch.empty_like(x)
+        lens = (x != 0).sum(dim=1)
+        order = torch.argsort(lens)
+        c2 = 100.0  # squared scale of the constant feature: the intercept is barely shrunk
+        for s in range(0, order.numel(), chunk):
+            rows = order[s : s + chunk]
+            xb = x[rows]
+            length = max(int(lens[rows].max()), 1)
+            idx = torch.topk((xb != 0).float(), length, dim=1).indices
+            valid = torch.arange(length, device=x.device)[None, :] < lens[rows, None]
+            feats = codes[idx] * valid[..., None]
+            y = xb.gather(1, idx) * valid
+            kernel = feats @ feats.transpose(1, 2) + c2 * (valid[:, :, None] & valid[:, None, :])
+            kernel = kernel + self.fold_in_l2 * torch.eye(length, device=x.device)
+            alpha = torch.linalg.solve(kernel, y.unsqueeze(-1)).squeeze(-1)
+            w = (feats * alpha[..., None]).sum(dim=1)
+            out[rows] = self.out_act(w @ codes.T + c2 * alpha.sum(dim=1, keepdim=True))
+        return out
+
+
+class MultVAE(nn.Module):
+    """Mult-VAE / Mult-DAE (Liang et al. 2018) for top-N: which movies a user will rate next.
+
+    Input: the user's rated movies as a binary vector, L2-normalized, with input dropout during training.
+    `hidden` = encoder sizes, the last one the latent code (decoder mirrored). Output: logits of a multinomial
+    over movies (`scores`; higher = more likely). `extra`: variational (bool; Mult-VAE if true), beta_max,
+    anneal_steps (KL weight grows linearly to beta_max over that many training steps).
+    """
+
+    orientation = "user"
+    objective = "ranking"
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.variational = bool(config.extra.get("variational", True))
+        self.beta_max = float(config.extra.get("beta_max", 0.2))
+        self.anneal_steps = int(config.extra.get("anneal_steps", 2000))
+        self.steps = 0
+        self.kl = torch.zeros(())
+        sizes = [config.n_items, *config.hidden]
+        enc: list[nn.Module] = []
+        for i in range(len(sizes) - 2):
+            enc += [nn.Linear(sizes[i], sizes[i + 1]), activation(config.activation)]
+        self.encoder = nn.Sequential(*enc)
+        code_in, code = sizes[-2], sizes[-1]
+        self.to_code = nn.Linear(code_in, code * 2 if self.variational else code)
+        dec_sizes = [code, *reversed(sizes[1:-1]), config.n_items]
+        dec: list[nn.Module] = []
+        for i in range(len(dec_sizes) - 1):
+            dec.append(nn.Linear(dec_sizes[i], dec_sizes[i + 1]))
+            if i < len(dec_sizes) - 2:
+                dec.append(activation(config.activation))
+        self.decoder = nn.Sequential(*dec)
+        self.input_dropout = nn.Dropout(config.input_dropout) if config.input_dropout > 0 else nn.Identity()
+        self.code_size = code
+        self.code_act = activation(config.activation) if not self.variational else nn.Identity()
+
+    def beta(self) -> float:
+        return min(self.beta_max, self.beta_max * self.steps / max(self.anneal_steps, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = (x != 0).float()
+        b = nn.functional.normalize(b, dim=1)
+        h = self.encoder(self.input_dropout(b))
+        z = self.to_code(h)
+        if self.variational:
+            mu, logvar = z[:, : self.code_size], z[:, self.code_size :]
+            if self.training:
+                z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+                self.kl = (-0.5 * (1 + logvar - mu * mu - logvar.exp()).sum(dim=1)).mean()
+                self.steps += 1
+            else:
+                z = mu
+        else:
+            z = self.code_act(z)
+            self.kl = torch.zeros((), device=x.device)
+        return self.decoder(z)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+
+class EASE(nn.Module):
+    """EASE (Steck 2019), the "embarrassingly shallow" linear autoencoder, solved in closed form.
+
+    B = argmin ||Y - X B||^2 + l2 ||B||^2 subject to diag(B) = 0, with X = binary "rated" matrix and
+    Y = X (extra target="rated", the original) or Y = the "liked" matrix (rating >= like_threshold; target
+    "liked"), which ranks movies the user is likely to rate highly. With P = (X'X + l2 I)^-1 and C = P X'Y:
+    B = C - P diag(diag(C) / diag(P)). `scores(x) = binary(x) @ B`. Memory: n_items^2 floats (fine for
+    ml-100k/ml-1m; not for ml-25m). `extra`: l2 (the weight), l2_grid (candidates the fit loop picks from on
+    the validation split), target, like_threshold.
+    """
+
+    orientation = "user"
+    objective = "ranking"
+    closed_form = True
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.l2 = float(config.extra.get("l2", 500.0))
+        self.target = str(config.extra.get("target", "rated"))
+        self.like_threshold = float(config.extra.get("like_threshold", 4.0))
+        self.register_buffer("weights", torch.zeros(config.n_items, config.n_items))
+        # a trainable scalar so optimizers and device moves behave like any other module; unused in scores
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def solve(self, train: Csr, l2: float | None = None) -> None:
+        """Fit the weights on the rows of `train` (users x items) in closed form."""
+        if l2 is not None:
+            self.l2 = float(l2)
+        dev = self.weights.device
+        n = self.config.n_items
+        r, c, v = train.to_coo()
+        rt, ct = torch.from_numpy(r).to(dev), torch.from_numpy(c).to(dev)
+        x = torch.zeros(train.n_rows, n, dtype=torch.float64, device=dev)
+        x[rt, ct] = 1.0
+        gram = x.T @ x
+        gram.diagonal().add_(self.l2)
+        p = torch.linalg.inv(gram)
+        if self.target == "liked":
+            y = torch.zeros_like(x)
+            keep = torch.from_numpy(v >= self.like_threshold).to(dev)
+            y[rt[keep], ct[keep]] = 1.0
+            cmat = p @ (x.T @ y)
+        else:
+            cmat = torch.eye(n, dtype=torch.float64, device=dev) - p * self.l2  # P X'X = I - l2 P
+        b = cmat - p * (torch.diagonal(cmat) / torch.diagonal(p))[None, :]
+        b.fill_diagonal_(0.0)
+        self.weights.copy_(b.float())
+
+    def finalize(self, full: Csr) -> None:
+        self.solve(full)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x != 0).float() @ self.weights
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+
+class Popularity(nn.Module):
+    """Most popular: every user gets the movies rated by the most training users (a reference, not a model)."""
+
+    orientation = "user"
+    objective = "ranking"
+    closed_form = True
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.l2 = 0.0
+        self.register_buffer("counts", torch.zeros(config.n_items))
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def solve(self, train: Csr, l2: float | None = None) -> None:
+        counts = np.bincount(train.indices, minlength=self.config.n_items).astype(np.float32)
+        self.counts.copy_(torch.from_numpy(counts))
+
+    def finalize(self, full: Csr) -> None:
+        self.solve(full)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.counts.expand(x.shape[0], -1).clone()
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+
+MODEL_TYPES.update({"iautorec": IAutoRec, "multvae": MultVAE, "ease": EASE, "popular": Popularity})
+
+
+def model_objective(kind: str) -> str:
+    """"rating" or "ranking": what a model kind is trained for (and so which artifact role it fills)."""
+    return str(getattr(MODEL_TYPES.get(kind), "objective", "rating"))
 
 
 def build_model(config: ModelConfig) -> nn.Module:

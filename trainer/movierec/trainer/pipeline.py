@@ -15,6 +15,7 @@ import pandas as pd
 from movierec.trainer.artifact import Artifact, ModelEntry, data_fingerprint, save_artifact
 from movierec.trainer.config import ModelConfig, Preset, TrainConfig
 from movierec.trainer.evaluate import evaluate
+from movierec.trainer.model import MODEL_TYPES, model_objective
 from movierec.trainer.plots import learning_curve_png
 from movierec.trainer.scoring import Scorer
 from movierec.trainer.sparse import Csr, IdMap
@@ -61,12 +62,43 @@ def default_catalog(items: IdMap) -> pd.DataFrame:
 def resolve_configs(preset: Preset, overrides: dict[str, Any] | None) -> tuple[ModelConfig, TrainConfig]:
     """Apply {"model": {...}, "train": {...}} overrides (from --config or CLI flags) to a preset."""
     overrides = overrides or {}
-    unknown = sorted(set(overrides) - {"model", "train"})
+    unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
     if unknown:
-        raise ValueError(f"config keys must be 'model' and/or 'train', got: {', '.join(unknown)}")
+        raise ValueError(f"config keys must be among {', '.join(OVERRIDE_KEYS)}, got: {', '.join(unknown)}")
     model = ModelConfig.from_dict({**preset.model.to_dict(), **overrides.get("model", {})})
     train = TrainConfig.from_dict({**preset.train.to_dict(), **overrides.get("train", {})})
     return model, train
+
+
+OVERRIDE_KEYS = ("model", "train", "ranking_model", "ranking_train")
+
+
+def resolve_roles(preset: Preset, overrides: dict[str, Any] | None) -> dict[str, tuple[ModelConfig, TrainConfig]]:
+    """The models a preset trains, by artifact role ("rating", "ranking"), with overrides applied.
+
+    "model"/"train" overrides apply to the preset's main model, "ranking_model"/"ranking_train" to its
+    companion ranking model. The "train" settings that are not about the optimization itself (device) apply
+    to both.
+    """
+    overrides = overrides or {}
+    main_model, main_train = resolve_configs(preset, overrides)
+    roles = {model_objective(main_model.kind): (main_model, main_train)}
+    if preset.ranking_model is not None:
+        rtrain = preset.ranking_train or TrainConfig()
+        if "device" in overrides.get("train", {}):
+            rtrain = dataclasses.replace(rtrain, device=overrides["train"]["device"])
+        rmodel = ModelConfig.from_dict({**preset.ranking_model.to_dict(), **overrides.get("ranking_model", {})})
+        rtrain = TrainConfig.from_dict({**rtrain.to_dict(), **overrides.get("ranking_train", {})})
+        if "ranking" in roles:
+            raise ValueError(f"preset {preset.name!r} has two ranking models")
+        roles["ranking"] = (rmodel, rtrain)
+    return roles
+
+
+RANKING_DESCRIPTIONS = {
+    "rating": "predicted rating of the rating model (no ranking model in this artifact)",
+    "ranking": "scores of the ranking model (model-ranking.pt); predicted ratings come from the rating model",
+}
 
 
 def run_training(
@@ -81,22 +113,56 @@ def run_training(
     progress: bool = True,
     k: int = 10,
 ) -> TrainOutcome:
-    """Fit `preset` on `train_df`, select the epoch on a validation split of it, evaluate on `test_df`, save."""
-    model_cfg, train_cfg = resolve_configs(preset, overrides)
+    """Fit every model of `preset` on `train_df`, select epochs and hyperparameters on a validation split of
+    it, evaluate on `test_df` (reporting only), save one artifact holding all of them.
+    """
+    roles = resolve_roles(preset, overrides)
     users = IdMap.from_ids(train_df["user"])
     items = IdMap.from_ids(train_df["item"])
-    model_cfg = dataclasses.replace(model_cfg, n_items=len(items))
     full = ratings_matrix(train_df, users, items)
-    valid_mask = holdout_mask(train_df["user"].to_numpy(np.int64), train_cfg.valid_fraction, train_cfg.seed)
-    fit_train = ratings_matrix(train_df[~valid_mask], users, items)
-    fit_valid = ratings_matrix(train_df[valid_mask], users, items)
-    t0 = time.perf_counter()
-    result = fit(fit_train, fit_valid, model_cfg, train_cfg, progress=progress)
-    seconds = time.perf_counter() - t0
-    state = {k_: v.detach().cpu() for k_, v in result.model.state_dict().items()}
+    entries: dict[str, ModelEntry] = {}
+    trainings: dict[str, dict[str, Any]] = {}
+    fits: dict[str, FitResult] = {}
+    t_all = time.perf_counter()
+    for role, (model_cfg, train_cfg) in roles.items():
+        extra = dict(model_cfg.extra)
+        if getattr(MODEL_TYPES.get(model_cfg.kind), "orientation", "user") == "item":
+            extra["n_users"] = len(users)
+        model_cfg = dataclasses.replace(model_cfg, n_items=len(items), extra=extra)
+        valid_mask = holdout_mask(train_df["user"].to_numpy(np.int64), train_cfg.valid_fraction, train_cfg.seed)
+        fit_train = ratings_matrix(train_df[~valid_mask], users, items)
+        fit_valid = ratings_matrix(train_df[valid_mask], users, items)
+        t0 = time.perf_counter()
+        result = fit(fit_train, fit_valid, model_cfg, train_cfg, progress=progress)
+        finalize = getattr(result.model, "finalize", None)
+        if finalize is not None:
+            finalize(full)  # codes / closed-form weights from every training rating (no test data)
+        if result.chosen:
+            model_cfg = dataclasses.replace(model_cfg, extra={**model_cfg.extra, **result.chosen})
+        seconds = time.perf_counter() - t0
+        state = {k_: v.detach().cpu() for k_, v in result.model.state_dict().items()}
+        entries[role] = ModelEntry(model_cfg, state)
+        fits[role] = result
+        trainings[role] = {
+            "kind": model_cfg.kind,
+            "config": train_cfg.to_dict(),
+            "seconds": round(seconds, 3),
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "best_valid_rmse": result.best_valid_rmse,
+            "best_valid_ndcg@10": result.best_valid_ndcg,
+            "chosen": result.chosen,
+            "device": result.device,
+            "train_ratings": int(fit_train.nnz),
+            "valid_ratings": int(fit_valid.nnz),
+        }
+    seconds_all = time.perf_counter() - t_all
+    main_role = next(iter(roles))
+    result = fits[main_role]
+    ranking_role = "ranking" if "ranking" in entries else "rating"
     cat = catalog[CATALOG_COLUMNS] if catalog is not None else default_catalog(items)
     artifact = Artifact(
-        models={"rating": ModelEntry(model_cfg, state)},
+        models=entries,
         users=users,
         items=items,
         history=full,
@@ -107,17 +173,11 @@ def run_training(
             "data_fingerprint": data_fingerprint(
                 train_df["user"].to_numpy(), train_df["item"].to_numpy(), train_df["rating"].to_numpy()
             ),
-            "ranking_by": "predicted rating (rating model)",
-            "training": {
-                "config": train_cfg.to_dict(),
-                "seconds": round(seconds, 3),
-                "best_epoch": result.best_epoch,
-                "epochs_run": len(result.history),
-                "best_valid_rmse": result.best_valid_rmse,
-                "device": result.device,
-                "train_ratings": int(fit_train.nnz),
-                "valid_ratings": int(fit_valid.nnz),
-            },
+            # What Recommend ranks by: the "ranking" model when the artifact has one, else predicted ratings.
+            "ranking_by": RANKING_DESCRIPTIONS[ranking_role],
+            "ranking": {"role": ranking_role, "kind": entries[ranking_role].config.kind},
+            "rating": {"role": "rating", "kind": entries["rating"].config.kind} if "rating" in entries else None,
+            "training": {**trainings[main_role], "seconds": round(seconds_all, 3), "roles": trainings},
         },
         plots={
             "learning_curve.png": learning_curve_png(
@@ -126,9 +186,11 @@ def run_training(
         },
     )
     metrics: dict[str, Any] = {"valid_rmse": result.best_valid_rmse}
+    if "ranking" in fits:
+        metrics["valid_ndcg@10"] = fits["ranking"].best_valid_ndcg
     if test_df is not None:
-        # The test file only reports: the model and its epoch were fixed above.
-        scorer = Scorer(artifact, result.model.parameters().__next__().device)
+        # The test file only reports: the models, epochs and hyperparameters were fixed above.
+        scorer = Scorer(artifact, next(iter(result.model.buffers()), next(result.model.parameters())).device)
         metrics.update({f"test_{k_}": v for k_, v in evaluate(scorer, test_df, k).items()})
     artifact.metrics = metrics
     version = save_artifact(artifact, out)

@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from movierec.trainer.config import ModelConfig, TrainConfig
 from movierec.trainer.device import dense_batch, resolve_device
-from movierec.trainer.losses import get_loss
+from movierec.trainer.losses import MSE_LOSSES, get_loss
+from movierec.trainer.metrics import ranking_metrics
 from movierec.trainer.model import build_model
 from movierec.trainer.sparse import Csr
 
@@ -28,9 +29,11 @@ from movierec.trainer.sparse import Csr
 @dataclass
 class EpochStats:
     epoch: int
-    train_rmse: float
-    valid_rmse: float
+    train_rmse: float  # sqrt of the training loss for MSE losses, NaN otherwise
+    valid_rmse: float  # pooled validation RMSE (rating models), NaN for ranking models
     seconds: float
+    train_loss: float = float("nan")
+    valid_ndcg: float = float("nan")  # validation NDCG@10 (ranking models)
 
 
 @dataclass
@@ -42,20 +45,36 @@ class FitResult:
     seconds: float = 0.0
     device: str = "cpu"
     stopped_early: bool = False
+    best_valid_ndcg: float = float("nan")
+    chosen: dict[str, float] = field(default_factory=dict)  # hyperparameters picked on validation (closed form)
+
+
+VALID_K = 10
+RELEVANT_MIN_RATING = 4.0
 
 
 @torch.no_grad()
 def predict_pairs(
-    model: nn.Module, inputs: Csr, targets: Csr, device: torch.device, batch_size: int = 1024
+    model: nn.Module,
+    inputs: Csr,
+    targets: Csr,
+    device: torch.device,
+    batch_size: int = 1024,
+    fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> np.ndarray:
-    """Model outputs at each (row, col) of `targets`, for inputs row by row; float32 [targets.nnz] in CSR order."""
+    """Model outputs at each (row, col) of `targets`, for inputs row by row; float32 [targets.nnz] in CSR order.
+
+    `fn` maps a dense batch of input rows to outputs (default: `model.scores`).
+    """
     model.eval()
+    if fn is None:
+        fn = model.scores if hasattr(model, "scores") else model
     out = np.empty(targets.nnz, dtype=np.float32)
     rows_with_targets = np.flatnonzero(targets.row_lengths() > 0)
     for start in range(0, rows_with_targets.size, batch_size):
         rows = rows_with_targets[start : start + batch_size]
         x = dense_batch(inputs, rows, device)
-        scores = model.scores(x) if hasattr(model, "scores") else model(x)
+        scores = fn(x)
         sub = targets.rows(rows)
         r, c, _ = sub.to_coo()
         vals = scores[torch.from_numpy(r).to(device), torch.from_numpy(c).to(device)].float().cpu().numpy()
@@ -64,11 +83,39 @@ def predict_pairs(
     return out
 
 
-def pooled_rmse(model: nn.Module, inputs: Csr, targets: Csr, device: torch.device) -> float:
+def pooled_rmse(
+    model: nn.Module,
+    inputs: Csr,
+    targets: Csr,
+    device: torch.device,
+    fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> float:
     if targets.nnz == 0:
         return float("nan")
-    pred = np.clip(predict_pairs(model, inputs, targets, device), 1.0, 5.0)
+    pred = np.clip(predict_pairs(model, inputs, targets, device, fn=fn), 1.0, 5.0)
     return float(np.sqrt(np.mean((pred - targets.values) ** 2)))
+
+
+@torch.no_grad()
+def validation_ndcg(
+    model: nn.Module, inputs: Csr, targets: Csr, device: torch.device, k: int = VALID_K, batch_size: int = 1024
+) -> float:
+    """NDCG@k of `model.scores` on held-out ratings >= 4, candidates = movies not in `inputs` (test protocol)."""
+    model.eval()
+    liked = targets.values >= RELEVANT_MIN_RATING
+    r, c, _ = targets.to_coo()
+    relevant = Csr.from_coo(r[liked], c[liked], np.ones(int(liked.sum())), targets.n_rows, targets.n_cols)
+    users = np.flatnonzero(relevant.row_lengths() > 0)
+    if users.size == 0:
+        return float("nan")
+    ranked = np.full((targets.n_rows, k), -1, dtype=np.int64)
+    for start in range(0, users.size, batch_size):
+        rows = users[start : start + batch_size]
+        x = dense_batch(inputs, rows, device)
+        scores = model.scores(x).float()
+        scores.masked_fill_(x != 0, float("-inf"))
+        ranked[rows] = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices.cpu().numpy()
+    return float(ranking_metrics(ranked, relevant, k)[f"ndcg@{k}"])
 
 
 def fit(
@@ -80,16 +127,28 @@ def fit(
     progress: bool = True,
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> FitResult:
-    """Train a model on the user rows of `train`; `valid` (same shape) holds held-out ratings for early stopping."""
+    """Train a model on `train` (users x items); `valid` (same shape) holds held-out ratings for model selection.
+
+    Rating models (objective "rating") pick the epoch with the lowest validation RMSE; ranking models the epoch
+    with the highest validation NDCG@10; closed-form models pick `extra['l2_grid']` the same way. Item-based
+    models (orientation "item") train on the transposed matrix (rows = movies).
+    """
     train_config.validate()
     device = resolve_device(train_config.device)
     torch.manual_seed(train_config.seed)
     generator = torch.Generator().manual_seed(train_config.seed)
     model = build_model(model_config).to(device)
-    loss_fn = get_loss(train_config.loss)
-    optimizer = _optimizer(model, train_config)
-    users = np.flatnonzero(train.row_lengths() > 0)
+    objective = getattr(model, "objective", "rating")
     use_valid = valid is not None and valid.nnz > 0
+    if getattr(model, "closed_form", False):
+        return _fit_closed_form(model, train, valid if use_valid else None, device)
+    item_based = getattr(model, "orientation", "user") == "item"
+    fit_rows = train.transpose() if item_based else train
+    valid_rows = valid.transpose() if (item_based and valid is not None) else valid
+    loss_fn = get_loss(train_config.loss)
+    mse_loss = train_config.loss in MSE_LOSSES
+    optimizer = _optimizer(model, train_config)
+    rows_all = np.flatnonzero(fit_rows.row_lengths() > 0)
     result = FitResult(model=model, device=str(device))
     best_state: dict[str, torch.Tensor] | None = None
     best = math.inf
@@ -99,31 +158,47 @@ def fit(
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
-        order = users[torch.randperm(users.size, generator=generator).numpy()]
-        sq_sum, count = 0.0, 0
+        order = rows_all[torch.randperm(rows_all.size, generator=generator).numpy()]
+        loss_sum, count = 0.0, 0
         for b in range(0, order.size, train_config.batch_size):
             rows = order[b : b + train_config.batch_size]
-            x = dense_batch(train, rows, device)
+            x = dense_batch(fit_rows, rows, device)
             optimizer.zero_grad(set_to_none=True)
             loss, n = loss_fn(model, x, x)
             if n == 0:
                 continue
             loss.backward()
             optimizer.step()
-            sq_sum += float(loss.detach()) * n
+            loss_sum += float(loss.detach()) * n
             count += n
-        train_rmse = math.sqrt(sq_sum / max(count, 1))
-        valid_rmse = pooled_rmse(model, train, valid, device) if use_valid and valid is not None else float("nan")
-        stats = EpochStats(epoch, train_rmse, valid_rmse, time.perf_counter() - t0)
+            if train_config.dense_refeed:
+                # Dense re-feeding (Kuchaiev & Ginsburg 2017): f(x) is a dense, valid rating vector, so
+                # f(f(x)) should reproduce it everywhere.
+                optimizer.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    y = model(x).detach()
+                refeed = model(y) - y
+                (refeed * refeed).mean().backward()
+                optimizer.step()
+        train_loss = loss_sum / max(count, 1)
+        train_rmse = math.sqrt(train_loss) if mse_loss and train_loss >= 0 else float("nan")
+        valid_rmse, valid_ndcg = float("nan"), float("nan")
+        if use_valid and valid_rows is not None and valid is not None:
+            if objective == "ranking":
+                valid_ndcg = validation_ndcg(model, train, valid, device)
+            else:
+                valid_rmse = pooled_rmse(model, fit_rows, valid_rows, device, fn=model if item_based else None)
+        stats = EpochStats(epoch, train_rmse, valid_rmse, time.perf_counter() - t0, train_loss, valid_ndcg)
         result.history.append(stats)
         if on_epoch is not None:
             on_epoch(stats)
-        bar.set_postfix(train_rmse=f"{train_rmse:.4f}", valid_rmse=f"{valid_rmse:.4f}")
-        if not math.isfinite(train_rmse):
-            raise FloatingPointError(f"training diverged at epoch {epoch} (train RMSE {train_rmse}); lower the lr")
+        bar.set_postfix(train_loss=f"{train_loss:.4f}", valid_rmse=f"{valid_rmse:.4f}", valid_ndcg=f"{valid_ndcg:.4f}")
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"training diverged at epoch {epoch} (train loss {train_loss}); lower the lr")
         if use_valid:
-            if valid_rmse < best - 1e-5:
-                best, since_best = valid_rmse, 0
+            score = -valid_ndcg if objective == "ranking" else valid_rmse
+            if score < best - 1e-5:
+                best, since_best = score, 0
                 best_state = copy.deepcopy(model.state_dict())
                 result.best_epoch = epoch
             else:
@@ -134,10 +209,35 @@ def fit(
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-        result.best_valid_rmse = best
+        if objective == "ranking":
+            result.best_valid_ndcg = -best
+        else:
+            result.best_valid_rmse = best
     else:
         result.best_epoch = len(result.history)
     model.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _fit_closed_form(model: nn.Module, train: Csr, valid: Csr | None, device: torch.device) -> FitResult:
+    """Closed-form models: solve for each l2 in extra['l2_grid'] (or just extra['l2']), keep the best on valid."""
+    start = time.perf_counter()
+    result = FitResult(model=model, device=str(device))
+    grid = [float(v) for v in model.config.extra.get("l2_grid", [model.l2])]  # type: ignore[union-attr]
+    best_l2, best = grid[0], -math.inf
+    for i, l2 in enumerate(grid, start=1):
+        t0 = time.perf_counter()
+        model.solve(train, l2)  # type: ignore[operator]
+        ndcg = validation_ndcg(model, train, valid, device) if valid is not None else float("nan")
+        result.history.append(EpochStats(i, float("nan"), float("nan"), time.perf_counter() - t0, valid_ndcg=ndcg))
+        if valid is not None and ndcg > best:
+            best, best_l2 = ndcg, l2
+    model.solve(train, best_l2)  # type: ignore[operator]
+    model.eval()
+    result.best_epoch = grid.index(best_l2) + 1
+    result.best_valid_ndcg = best if valid is not None else float("nan")
+    result.chosen = {"l2": best_l2}
     result.seconds = time.perf_counter() - start
     return result
 
