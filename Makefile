@@ -9,7 +9,7 @@ ARTIFACT ?= artifacts/ml-100k-u1
 PORT ?= 50051
 PIP_INSTALL := $(PIP) install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: help install demo test lint typecheck proto proto-check serve bench report gpu-check clean
+.PHONY: help install demo test soak lint typecheck proto proto-check serve bench report gpu-check clean
 
 help:
 	@echo "make demo   - install, fetch ml-100k, train if needed, serve, query over gRPC"
@@ -52,6 +52,12 @@ lint: install
 
 test: install
 	$(VENV)/bin/pytest -q
+
+# The hardening tests, longer: 20x the generated requests, 30 s of overload, 100,000 bad requests, 20 kills.
+soak: install
+	MOVIEREC_FUZZ_SCALE=20 MOVIEREC_LOAD_SECONDS=30 MOVIEREC_BAD_REQUESTS=100000 MOVIEREC_KILL_ROUNDS=20 \
+	$(VENV)/bin/pytest -q -s tests/integration/test_fuzz_rpcs.py tests/integration/test_hardening_load.py \
+	tests/integration/test_hardening_process.py tests/integration/test_swap.py
 
 bench: install
 	$(PY) -m bench.run_all
