@@ -17,7 +17,9 @@ from movierec.client._options import (
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT_S,
     PemLike,
+    Targets,
     open_channel,
+    resolve_target,
     resolve_timeout,
 )
 from movierec.client._results import (
@@ -40,7 +42,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: Targets = DEFAULT_TARGET,
         *,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         credentials: grpc.ChannelCredentials | None = None,
@@ -52,7 +54,7 @@ class AsyncClient:
         token: str | None = None,
     ) -> None:
         """TLS and token options as Client."""
-        self.target = target
+        self.target = resolve_target(target)
         self.timeout = timeout
         self._channel = open_channel(
             target, aio=True, credentials=credentials, options=options, tls=tls,

@@ -6,6 +6,7 @@ import collections
 import json
 import math
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -22,8 +23,11 @@ MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 SERVICE = "movierec.v1.RecommenderService"
 
 # gRPC's own transparent retry (not a hand-written loop): UNAVAILABLE (server restarting, connection
-# refused) is retried with exponential backoff; other codes are final.
+# refused) is retried with exponential backoff; other codes are final. gRPC's own round_robin policy spreads
+# calls over every address of the target (several servers, or a DNS name with several addresses) and
+# skips the ones that are down, so a retried call lands on a live server.
 SERVICE_CONFIG: dict[str, Any] = {
+    "loadBalancingConfig": [{"round_robin": {}}],
     "methodConfig": [
         {
             "name": [{"service": SERVICE}, {"service": "grpc.health.v1.Health"}],
@@ -37,6 +41,40 @@ SERVICE_CONFIG: dict[str, Any] = {
         }
     ]
 }
+
+
+Targets = str | Sequence[str]
+
+
+def resolve_target(target: Targets) -> str:
+    """One gRPC target for one server ("host:port", "dns:///name:port", ...) or several ("host:port" each).
+
+    Several servers become one `ipv4:`/`ipv6:` address-list target (host names resolved once, here), over
+    which the channel balances calls with round_robin.
+    """
+    if isinstance(target, str):
+        if "," in target and "://" not in target and not target.startswith(("ipv4:", "ipv6:")):
+            return resolve_target([t.strip() for t in target.split(",") if t.strip()])
+        return target
+    targets = list(target)
+    if not targets:
+        raise ValueError("no target given")
+    if len(targets) == 1:
+        return targets[0]
+    v4: list[str] = []
+    v6: list[str] = []
+    for t in targets:
+        host, sep, port = t.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"target {t!r}: expected host:port")
+        host = host.strip("[]")
+        for family, *_, addr in socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM):
+            ip = str(addr[0])
+            (v6 if family == socket.AF_INET6 else v4).append(f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}")
+            break
+    if v4 and v6:
+        raise ValueError("several targets must all be IPv4 or all IPv6 addresses")
+    return ("ipv4:" + ",".join(v4)) if v4 else ("ipv6:" + ",".join(v6))
 
 
 def channel_options(extra: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
@@ -156,7 +194,7 @@ def _aio_token_interceptors(token: str) -> list[Any]:
 
 
 def open_channel(
-    target: str,
+    target: Targets,
     *,
     aio: bool = False,
     credentials: grpc.ChannelCredentials | None = None,
@@ -172,6 +210,7 @@ def open_channel(
     TLS when `credentials` is given, `tls=True`, or any of the PEM options is; `token` adds
     `authorization: Bearer <token>` metadata to every call (over TLS, or plain text on loopback).
     """
+    target = resolve_target(target)
     opts = channel_options(options)
     if credentials is None and (tls or root_certificates or client_cert or client_key):
         credentials = tls_credentials(root_certificates, client_cert, client_key)

@@ -16,7 +16,9 @@ from movierec.client._options import (
     DEFAULT_TARGET,
     DEFAULT_TIMEOUT_S,
     PemLike,
+    Targets,
     open_channel,
+    resolve_target,
     resolve_timeout,
 )
 from movierec.client._results import (
@@ -43,7 +45,7 @@ class Client:
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: Targets = DEFAULT_TARGET,
         *,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         credentials: grpc.ChannelCredentials | None = None,
@@ -55,8 +57,9 @@ class Client:
         token: str | None = None,
     ) -> None:
         """TLS: `tls=True` (system roots) or `root_certificates=` (PEM bytes or path); mutual TLS adds
-        `client_cert=`/`client_key=`. `token=` sends `authorization: Bearer <token>` on every call."""
-        self.target = target
+        `client_cert=`/`client_key=`. `target` may name several servers ("h1:p1,h2:p2" or a list, or a DNS
+        name with several addresses): calls are spread over them with gRPC's round_robin. `token=` sends `authorization: Bearer <token>` on every call."""
+        self.target = resolve_target(target)
         self.timeout = timeout
         self._channel = open_channel(
             target, credentials=credentials, options=options, tls=tls, root_certificates=root_certificates,
