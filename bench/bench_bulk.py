@@ -1,0 +1,119 @@
+"""Bulk scoring: in-process Scorer throughput vs end to end (server -> gRPC stream -> SDK -> Parquet on disk).
+
+Same artifact, same users, same chunk size (users per model step) in both. In-process: `Scorer.topk` over the
+users' history rows, chunk by chunk, results mapped to raw ids (nothing written). End to end: `movierec serve`
+in a subprocess and `movierec score-all` in another, writing Parquet; peak RSS of each from the kernel
+(server: VmHWM, and VmRSS before the run to show what bulk scoring adds; client: VmHWM polled).
+
+    python -m bench.bench_bulk                      # 100k x 20k synthetic, all users
+    python -m bench.bench_bulk --quick              # 20k users of it
+    python -m bench.bench_bulk --shape ml-25m --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import movierec_serve, proc_kib, start_server, stop, wait_peak_kib
+from bench.synthetic_data import build_artifact
+
+
+def in_process(artifact: Path, device: str, n_users: int, chunk: int, k: int) -> dict[str, Any]:
+    from movierec.trainer.scoring import Scorer
+
+    scorer = Scorer.load(artifact, device=device)
+    scorer.warmup()
+    t0 = time.perf_counter()
+    for lo in range(0, n_users, chunk):
+        users = np.arange(lo, min(lo + chunk, n_users))
+        items, _scores = scorer.recommend_users(users, k)
+        np.where(items >= 0, scorer.items.raw[np.maximum(items, 0)], -1)
+    dt = time.perf_counter() - t0
+    return {"users": n_users, "seconds": dt, "users_per_s": n_users / dt}
+
+
+def end_to_end(
+    artifact: Path, device: str, n_users: int, chunk: int, k: int, total_users: int
+) -> dict[str, Any]:
+    proc, port = start_server(movierec_serve(artifact, device))
+    try:
+        server_rss_before = proc_kib(proc.pid, "VmRSS")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "recs.parquet"
+            cmd = [sys.executable, "-m", "movierec.cli", "score-all", "--target", f"127.0.0.1:{port}", "-k", str(k),
+                   "--out", str(out), "--chunk-users", str(chunk), "--no-progress"]  # fmt: skip
+            if n_users < total_users:
+                cmd += ["--user-range", f"1:{n_users + 1}"]  # synthetic user ids are 1..N
+            t0 = time.perf_counter()
+            client = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            rc, client_peak = wait_peak_kib(client)
+            dt = time.perf_counter() - t0
+            err = client.stderr.read().decode() if client.stderr else ""
+            if rc != 0:
+                raise SystemExit(f"score-all failed ({rc}): {err}")
+            size = out.stat().st_size
+            import pyarrow.parquet as pq
+
+            meta = pq.ParquetFile(out).metadata
+            rows, groups = meta.num_rows, meta.num_row_groups
+        server_peak = proc_kib(proc.pid, "VmHWM")
+        server_rss_after = proc_kib(proc.pid, "VmRSS")
+    finally:
+        stop(proc)
+    return {
+        "users": n_users, "seconds": dt, "users_per_s": n_users / dt, "rows": rows, "row_groups": groups,
+        "parquet_bytes": size, "client_peak_rss_mib": client_peak / 1024,
+        "server_rss_before_mib": server_rss_before / 1024, "server_peak_rss_mib": server_peak / 1024,
+        "server_rss_after_mib": server_rss_after / 1024, "client_stderr": err.strip().splitlines()[-1:],
+    }  # fmt: skip
+
+
+def run(shape: str, device: str, users: int | None, chunk: int, k: int, seed: int = 0) -> dict[str, Any]:
+    artifact = build_artifact(Path(f"bench/results/synthetic-{shape}-seed{seed}"), shape, seed=seed)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    total = int(manifest["n_users"])
+    n = min(users or total, total)
+    print(f"bulk: {shape} ({total} users x {manifest['n_items']} movies, {manifest['n_ratings']} ratings), "
+          f"{n} users, k={k}, chunk {chunk}, device {device}", flush=True)  # fmt: skip
+    ip = in_process(artifact, device, n, chunk, k)
+    print(f"  in-process: {ip['users_per_s']:.0f} users/s ({ip['seconds']:.1f}s)", flush=True)
+    e2e = end_to_end(artifact, device, n, chunk, k, total)
+    ratio = e2e["users_per_s"] / ip["users_per_s"]
+    print(f"  end to end (server -> gRPC -> SDK -> Parquet): {e2e['users_per_s']:.0f} users/s "
+          f"({e2e['seconds']:.1f}s, {e2e['rows']} rows, {e2e['row_groups']} row groups) = {ratio:.2f}x in-process "
+          f"(floor 0.8x)", flush=True)  # fmt: skip
+    print(f"  peak RSS: server {e2e['server_peak_rss_mib']:.0f} MiB (idle before: "
+          f"{e2e['server_rss_before_mib']:.0f} MiB), client {e2e['client_peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
+    return {
+        "shape": shape, "n_users": total, "n_items": int(manifest["n_items"]), "n_ratings": int(manifest["n_ratings"]),
+        "device": device, "k": k, "chunk_users": chunk, "in_process": ip, "end_to_end": e2e,
+        "ratio_e2e_over_in_process": ratio,
+    }  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", default="default", help="default | ml-25m | ml-1m | ml-100k | tiny")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--users", type=int, default=None, help="score only the first N users (default all)")
+    p.add_argument("--quick", action="store_true", help="20,000 users")
+    p.add_argument("--chunk", type=int, default=1024, help="users per chunk / model step (default 1024)")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args()
+    res = run(a.shape, a.device, a.users or (20_000 if a.quick else None), a.chunk, a.k)
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

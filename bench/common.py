@@ -1,0 +1,58 @@
+"""Helpers shared by the benchmarks: start a server subprocess, read a process's memory from /proc."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def proc_kib(pid: int, field: str) -> int:
+    """VmRSS / VmHWM (peak RSS) of a live process in KiB (Linux)."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    m = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def start_server(cmd: list[str], pattern: str = r"serving on \S+:(\d+)") -> tuple[subprocess.Popen[str], int]:
+    """Start a server subprocess; wait for the log line with its port; keep draining its stderr."""
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        m = re.search(pattern, line)
+        if m:
+            threading.Thread(target=lambda: [None for _ in proc.stderr or ()], daemon=True).start()
+            return proc, int(m.group(1))
+    raise SystemExit(f"server {cmd} exited with status {proc.wait()}")
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def movierec_serve(artifact: Path, device: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "movierec.cli", "serve", "--artifact", str(artifact), "--host", "127.0.0.1",
+            "--port", "0", "--device", device, *extra]  # fmt: skip
+
+
+def wait_peak_kib(
+    proc: subprocess.Popen[bytes] | subprocess.Popen[str], every_s: float = 0.02
+) -> tuple[int, int]:
+    """Wait for a child; (exit status, its peak RSS in KiB), polling VmHWM until it exits.
+
+    (wait4's ru_maxrss is no good here: Linux carries the parent's peak RSS over fork + exec.)
+    """
+    peak = 0
+    while proc.poll() is None:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            peak = max(peak, proc_kib(proc.pid, "VmHWM"))
+        time.sleep(every_s)
+    return int(proc.returncode), peak
