@@ -66,7 +66,7 @@ report: install
 	$(VENV)/bin/movierec report --data-dir $(DATA) --out reports
 
 gpu-check: install
-	$(VENV)/bin/pytest -q tests -k "device or cuda"
+	PY=$(PY) bench/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

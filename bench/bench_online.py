@@ -1,126 +1,153 @@
-"""Online serving benchmark: `Recommend` latency at concurrency 1 and throughput at concurrency 32.
+"""Online serving: Recommend for one user per call at concurrency 1, 8, 64 (p50/p99 latency, calls/s).
 
-Starts `movierec serve` as a subprocess on a free port (CPU unless --device), waits for SERVING, then measures
-through the SDK:
-  - p50/p99 latency of Recommend for one user (k=10), one call at a time (sync Client);
-  - calls/s of Recommend for one user per call with 32 calls in flight (AsyncClient).
+Three servers, started by this benchmark in the same run, measured by the same SDK client:
+  movierec   `movierec serve` (dynamic batching in a model thread)
+  naive      same model and .proto, one forward pass per request in the handler (bench/ref_servers.py)
+  echo       grpc.aio answering canned lists of the same size: the ceiling of Python gRPC here
 
-    python bench/bench_online.py --artifact artifacts/ml-100k-u1
-    python bench/bench_online.py            # no artifact: trains an ml-100k-shaped synthetic one first
+Concurrency 1 uses the blocking Client (one call at a time); 8 and 64 use AsyncClient with that many calls in
+flight for `--seconds`.
+
+    python -m bench.bench_online                              # ml-100k artifact (or a synthetic one of its shape)
+    python -m bench.bench_online --artifact artifacts/ml-100k-u1 --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import re
-import signal
-import subprocess
+import json
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from bench.common import movierec_serve, start_server, stop
 from movierec.client import AsyncClient, Client
 
-
-def synthetic_artifact(out: Path) -> Path:
-    """943 users x 1682 movies, ~80k ratings (ml-100k's shape), 2 epochs: seconds on a CPU."""
-    from movierec.trainer.config import get_preset
-    from movierec.trainer.pipeline import run_training
-    from movierec.trainer.synthetic import synthetic_catalog, synthetic_ratings
-
-    df = synthetic_ratings(n_users=943, n_items=1682, n_ratings=80_000, seed=1)
-    run_training(
-        df, None, synthetic_catalog(1682, seed=1), get_preset("classic"), out,
-        overrides={"train": {"epochs": 2, "device": "cpu"}}, dataset="synthetic-ml-100k-shape", progress=False,
-    )  # fmt: skip
-    return out
+CONCURRENCY = (1, 8, 64)
 
 
-def start(artifact: Path, device: str, extra: list[str]) -> tuple[subprocess.Popen[str], int]:
-    cmd = [sys.executable, "-m", "movierec.cli", "serve", "--artifact", str(artifact), "--host", "127.0.0.1",
-           "--port", "0", "--device", device, *extra]  # fmt: skip
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        print("  server:", line.rstrip(), file=sys.stderr)
-        m = re.search(r"serving on \S+:(\d+)", line)
-        if m:
-            return proc, int(m.group(1))
-    raise SystemExit(f"server exited with status {proc.wait()}")
+def default_artifact() -> Path:
+    for p in (Path("artifacts/ml-100k-u1"), Path("bench/results/classic-u1-artifact")):
+        if (p / "manifest.json").exists():
+            return p
+    from bench.synthetic_data import build_artifact
+
+    return build_artifact(Path("bench/results/synthetic-ml-100k-seed0"), "ml-100k")
 
 
-def latency_c1(target: str, users: np.ndarray, n: int) -> np.ndarray:
-    out = np.empty(n)
+def summary(lat_s: np.ndarray, n: int, dt: float) -> dict[str, float]:
+    ms = lat_s * 1e3
+    return {"calls": n, "seconds": dt, "calls_per_s": n / dt,
+            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}  # fmt: skip
+
+
+def concurrency_1(target: str, users: np.ndarray, n: int) -> dict[str, float]:
+    lat = np.empty(n)
     with Client(target, timeout=10) as c:
-        for u in users[:50]:
+        for u in users[:100]:
             c.recommend(int(u), k=10)  # warm-up
+        t0 = time.perf_counter()
         for i in range(n):
-            t0 = time.perf_counter()
+            t = time.perf_counter()
             c.recommend(int(users[i % users.size]), k=10)
-            out[i] = time.perf_counter() - t0
-    return out
+            lat[i] = time.perf_counter() - t
+        return summary(lat, n, time.perf_counter() - t0)
 
 
-async def throughput(target: str, users: np.ndarray, concurrency: int, seconds: float) -> tuple[int, float, np.ndarray]:
+async def concurrent(target: str, users: np.ndarray, concurrency: int, seconds: float) -> dict[str, float]:
     async with AsyncClient(target, timeout=30) as ac:
-        await ac.recommend(int(users[0]), k=10)
+        await asyncio.gather(*(ac.recommend(int(u), k=10) for u in users[:concurrency]))  # warm-up
         stop_at = time.perf_counter() + seconds
         lat: list[float] = []
 
         async def worker(w: int) -> int:
             n = 0
             while time.perf_counter() < stop_at:
-                t0 = time.perf_counter()
+                t = time.perf_counter()
                 await ac.recommend(int(users[(w * 7919 + n) % users.size]), k=10)
-                lat.append(time.perf_counter() - t0)
+                lat.append(time.perf_counter() - t)
                 n += 1
             return n
 
         t0 = time.perf_counter()
         counts = await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        return sum(counts), time.perf_counter() - t0, np.array(lat)
+        return summary(np.array(lat), sum(counts), time.perf_counter() - t0)
 
 
-def main() -> int:
+def measure(name: str, target: str, users: np.ndarray, calls: int, seconds: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"1": concurrency_1(target, users, calls)}
+    for c in CONCURRENCY[1:]:
+        out[str(c)] = asyncio.run(concurrent(target, users, c, seconds))
+    for c, r in out.items():
+        print(f"  {name:9s} c={c:>2}: {r['calls_per_s']:7.0f} calls/s  p50 {r['p50_ms']:6.2f} ms  "
+              f"p99 {r['p99_ms']:6.2f} ms", flush=True)  # fmt: skip
+    return out
+
+
+def run(
+    artifact: Path | None, device: str, calls: int, seconds: float, server_args: list[str]
+) -> dict[str, Any]:
+    artifact = artifact or default_artifact()
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    users = np.random.default_rng(0).permutation(np.load(artifact / "users.npy"))
+    print(f"online: {manifest.get('dataset')} ({manifest['n_users']} users x {manifest['n_items']} movies), "
+          f"device {device}, Recommend 1 user k=10", flush=True)  # fmt: skip
+    servers = {
+        "movierec": movierec_serve(artifact, device, *server_args),
+        "naive": [
+            sys.executable,
+            "-m",
+            "bench.ref_servers",
+            "naive",
+            "--artifact",
+            str(artifact),
+            "--device",
+            device,
+        ],
+        "echo": [sys.executable, "-m", "bench.ref_servers", "echo"],
+    }
+    results: dict[str, Any] = {}
+    for name, cmd in servers.items():
+        proc, port = start_server(cmd)
+        try:
+            target = f"127.0.0.1:{port}"
+            with Client(target) as c:
+                if name == "movierec":
+                    c.wait_until_serving(60)
+            results[name] = measure(name, target, users, calls, seconds)
+        finally:
+            stop(proc)
+    top = str(CONCURRENCY[-1])
+    ratios = {
+        "c64_vs_naive": results["movierec"][top]["calls_per_s"] / results["naive"][top]["calls_per_s"],
+        "c64_vs_echo": results["movierec"][top]["calls_per_s"] / results["echo"][top]["calls_per_s"],
+        "c1_p99_ms": results["movierec"]["1"]["p99_ms"],
+    }
+    print(f"  ratios: c64 {ratios['c64_vs_naive']:.2f}x naive (floor 5x), {ratios['c64_vs_echo']:.2f}x echo "
+          f"(floor 0.5x); p99 at c=1 {ratios['c1_p99_ms']:.2f} ms (floor <= 5 ms)", flush=True)  # fmt: skip
+    return {"dataset": manifest.get("dataset"), "artifact": str(artifact), "n_users": manifest["n_users"],
+            "n_items": manifest["n_items"], "device": device, "results": results, "ratios": ratios}  # fmt: skip
+
+
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifact", type=Path)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--calls", type=int, default=1000, help="calls for the concurrency-1 latency (default 1000)")
-    p.add_argument("--seconds", type=float, default=10.0, help="duration of the concurrency-32 run")
-    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--calls", type=int, default=1000, help="calls at concurrency 1 (default 1000)")
+    p.add_argument("--seconds", type=float, default=5.0, help="duration at concurrency 8 and 64 (default 5)")
+    p.add_argument("--quick", action="store_true", help="300 calls, 2 s per concurrency")
+    p.add_argument("--json", type=Path)
     p.add_argument("server_args", nargs="*", help="extra `movierec serve` flags after --")
-    args = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        artifact = args.artifact or synthetic_artifact(Path(tmp) / "artifact")
-        proc, port = start(artifact, args.device, args.server_args)
-        target = f"127.0.0.1:{port}"
-        try:
-            with Client(target) as c:
-                c.wait_until_serving(60)
-                info = c.model_info()
-            users = np.random.default_rng(0).permutation(np.arange(1, info.n_users + 1))
-            print(f"model {info.version} ({info.dataset}: {info.n_users} users x {info.n_items} movies) on {info.device}")
-            lat = latency_c1(target, users, args.calls) * 1e3
-            print(f"Recommend, 1 user, k=10, concurrency 1: p50 {np.percentile(lat, 50):.2f} ms, "
-                  f"p99 {np.percentile(lat, 99):.2f} ms ({args.calls} calls)")  # fmt: skip
-            n, dt, lat32 = asyncio.run(throughput(target, users, args.concurrency, args.seconds))
-            lat32 *= 1e3
-            print(f"Recommend, 1 user, k=10, concurrency {args.concurrency}: {n / dt:.0f} calls/s "
-                  f"(p50 {np.percentile(lat32, 50):.2f} ms, p99 {np.percentile(lat32, 99):.2f} ms, {n} calls in {dt:.1f} s)")  # fmt: skip
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                _, err = proc.communicate(timeout=30)
-                for line in err.splitlines():
-                    print("  server:", line, file=sys.stderr)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    return 0
+    a = p.parse_args()
+    calls, seconds = (300, 2.0) if a.quick else (a.calls, a.seconds)
+    res = run(a.artifact, a.device, calls, seconds, a.server_args)
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

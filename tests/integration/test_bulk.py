@@ -192,3 +192,19 @@ def test_async_client_and_cli(server: Any, scorer: Any, tmp_path: Path) -> None:
     assert_same(read(out), read(res.out))
     assert main([*argv, "--resume", "--no-progress"]) == 0  # already complete: a no-op
     assert main(["score-all", "--target", server.target, "-k", "0", "--out", str(out), "--no-progress"]) == 2
+
+
+def test_bulk_on_the_test_device_matches_cpu(make_server: Any, scorer: Any, tiny_artifact: Path) -> None:
+    """MOVIEREC_TEST_DEVICE=cuda (make gpu-check) runs the server's scorer on the GPU; default cpu."""
+    import os
+
+    from movierec.trainer.scoring import Scorer
+
+    device = os.environ.get("MOVIEREC_TEST_DEVICE", "cpu")
+    dev_scorer = Scorer.load(tiny_artifact, device=device)
+    assert str(dev_scorer.device).startswith(device)
+    srv = make_server(dev_scorer)
+    with Client(srv.target) as c:
+        chunks = list(c.iter_score_all(K, chunk_users=50))
+    got = pd.concat([ch.to_pandas() for ch in chunks])
+    assert_same(got, in_process(scorer))

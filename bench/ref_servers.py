@@ -1,0 +1,80 @@
+"""Reference servers for the online benchmark, same .proto as movierec serve:
+
+naive  the same model, one forward pass per Recommend request, in the handler: no batching, no thread
+echo   no model: Recommend answers a canned list of the same size (k movie ids + scores) for the user id
+       asked; what Python grpc.aio itself allows on this machine (the ceiling)
+
+python -m bench.ref_servers naive --artifact A [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from movierec.v1 import recommender_service_pb2 as pb
+from movierec.v1 import recommender_service_pb2_grpc as pb_grpc
+from movierec.v1 import types_pb2 as types
+
+
+class Naive(pb_grpc.RecommenderServiceServicer):
+    def __init__(self, artifact: Path, device: str) -> None:
+        from movierec.trainer.scoring import Scorer
+
+        self.scorer = Scorer.load(artifact, device=device)
+        self.scorer.warmup()
+
+    async def Recommend(
+        self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecommendResponse:
+        s = self.scorer
+        ids = np.asarray(request.user_ids, dtype=np.int64)
+        idx = s.users.to_index(ids)
+        if (idx < 0).any():
+            await context.abort(grpc.StatusCode.NOT_FOUND, "unknown user")
+        items, scores = s.recommend_users(idx, request.k)  # one forward pass per request
+        movie_ids = s.items.raw[np.maximum(items, 0)].tolist()
+        lists = [types.RecommendationList(user_id=int(u), movie_ids=m, scores=sc)
+                 for u, m, sc in zip(ids.tolist(), movie_ids, scores.tolist(), strict=True)]  # fmt: skip
+        return pb.RecommendResponse(model_version=s.info.version, recommendations=lists)
+
+
+class Echo(pb_grpc.RecommenderServiceServicer):
+    def __init__(self, k: int = 10) -> None:
+        self.movies = list(range(1001, 1001 + k))
+        self.scores = [float(x) for x in np.linspace(5, 4, k, dtype=np.float32)]
+
+    async def Recommend(
+        self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecommendResponse:
+        lists = [types.RecommendationList(user_id=u, movie_ids=self.movies[: request.k], scores=self.scores[: request.k])
+                 for u in request.user_ids]  # fmt: skip
+        return pb.RecommendResponse(model_version="echo", recommendations=lists)
+
+
+async def serve(kind: str, artifact: Path | None, device: str) -> None:
+    servicer = Naive(artifact, device) if kind == "naive" and artifact else Echo()
+    server = grpc.aio.server()
+    pb_grpc.add_RecommenderServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"{kind} serving on 127.0.0.1:{port}", file=sys.stderr, flush=True)
+    await server.wait_for_termination()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("kind", choices=("naive", "echo"))
+    p.add_argument("--artifact", type=Path)
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args()
+    asyncio.run(serve(a.kind, a.artifact, a.device))
+
+
+if __name__ == "__main__":
+    main()

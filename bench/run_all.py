@@ -1,0 +1,97 @@
+"""`make bench`: the bulk and online benchmarks in one run; figures printed, JSON + PNG in bench/results/.
+
+python -m bench.run_all                 # full: 100k x 20k bulk (all users), online at 5 s per level
+python -m bench.run_all --quick         # 20k users bulk, online at 2 s per level
+python -m bench.run_all --device cuda   # what `make gpu-check` runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import bench_bulk, bench_online
+
+RESULTS = Path("bench/results")
+
+
+def machine(device: str) -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "device": device,
+    }
+    if device.startswith("cuda"):
+        import torch
+
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def plot(res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    bulk = res["bulk"]
+    vals = [bulk["in_process"]["users_per_s"], bulk["end_to_end"]["users_per_s"]]
+    a.bar(["in-process\nScorer", "server -> gRPC ->\nSDK -> Parquet"], vals, color=["#888", "#2a7"])
+    a.set_ylabel("users / s")
+    a.set_title(f"Bulk top-{bulk['k']}: {bulk['n_users']:,} x {bulk['n_items']:,} ({bulk['device']})")
+    online = res["online"]["results"]
+    levels = list(online["movierec"])
+    for name, color in (("movierec", "#2a7"), ("naive", "#c44"), ("echo", "#888")):
+        b.plot(levels, [online[name][c]["calls_per_s"] for c in levels], "o-", label=name, color=color)
+    b.set_xlabel("concurrent calls")
+    b.set_ylabel("Recommend calls / s (1 user)")
+    b.set_title(f"Online: {res['online']['dataset']} ({res['online']['device']})")
+    b.legend()
+    fig.suptitle(f"{res['machine']['cpu']} ({res['machine']['cores']} cores)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--shape", default="default", help="bulk data shape: default | ml-25m | ...")
+    p.add_argument("--online-artifact", type=Path, default=None)
+    a = p.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    res: dict[str, Any] = {"machine": machine(a.device), "quick": a.quick}
+    res["bulk"] = bench_bulk.run(a.shape, a.device, 20_000 if a.quick else None, 1024, 10)
+    calls, seconds = (300, 2.0) if a.quick else (1000, 5.0)
+    res["online"] = bench_online.run(a.online_artifact, a.device, calls, seconds, [])
+    res["seconds"] = time.perf_counter() - t0
+    tag = "" if a.device == "cpu" else f"-{a.device.replace(':', '')}"
+    out_json, out_png = RESULTS / f"bench{tag}.json", RESULTS / f"bench{tag}.png"
+    out_json.write_text(json.dumps(res, indent=2))
+    plot(res, out_png)
+    r = res["online"]["ratios"]
+    print(f"\nbulk end-to-end / in-process: {res['bulk']['ratio_e2e_over_in_process']:.2f}x (floor 0.8x)")
+    print(f"online c=64: {r['c64_vs_naive']:.2f}x naive (floor 5x), {r['c64_vs_echo']:.2f}x echo (floor 0.5x); "
+          f"p99 at c=1: {r['c1_p99_ms']:.2f} ms (floor 5 ms)")  # fmt: skip
+    print(f"wrote {out_json} and {out_png} in {res['seconds']:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
