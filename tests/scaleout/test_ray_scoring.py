@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,11 @@ ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray for the module (2 CPUs), so each scoring run does not pay Ray's start-up."""
+    """One local Ray for the module (2 CPUs), so each scoring run does not pay Ray's start-up.
+
+    Ray gives its raylet 30 s to register by default; a loaded 2-core CI machine can need more.
+    """
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "180")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
