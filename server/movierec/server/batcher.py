@@ -1,7 +1,8 @@
 """A generic dynamic batcher: coalesce concurrent requests into one model step.
 
 Requests from every connection go into one bounded asyncio queue. A single worker task takes the first
-waiting job, then more until `max_batch_size` rows are gathered or `max_delay_s` has passed, drops jobs whose
+waiting job, then (unless the server is lightly loaded: the previous step served one caller and nobody is
+waiting, when it runs at once) more until `max_batch_size` rows are gathered or `max_delay_s` has passed, drops jobs whose
 caller gave up (cancelled) or whose deadline passed, and runs `run_batch` on the survivors in a worker
 thread, so the event loop never blocks on the model. Results (or the exception) go back to each caller.
 """
@@ -76,6 +77,7 @@ class DynamicBatcher(Generic[J, R]):
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="movierec-model")
         self._queue: asyncio.Queue[_Pending[J, R]] | None = None
         self._carry: _Pending[J, R] | None = None
+        self._last_jobs = 0  # callers served by the previous model step (load signal for _gather)
         self._worker: asyncio.Task[None] | None = None
         self.stats = BatcherStats()
 
@@ -152,6 +154,10 @@ class DynamicBatcher(Generic[J, R]):
         first = await self._next(None)
         assert first is not None
         batch, rows = [first], first.rows
+        if self._last_jobs <= 1 and self._carry is None and self._queue is not None and self._queue.empty():
+            # Light load (the last step served a single caller and nobody else is waiting): waiting for
+            # company would only add latency, so run now. Under load, batches fill within max_delay_s.
+            return batch
         until = loop.time() + self.max_delay_s
         while rows < self.max_batch_size:
             item = await self._next(until - loop.time())
@@ -204,6 +210,7 @@ class DynamicBatcher(Generic[J, R]):
                     if not p.future.done():
                         p.future.set_exception(err)
                 continue
+            self._last_jobs = len(batch)
             self.stats.record_batch(len(batch), sum(p.rows for p in batch))
             for p, r in zip(batch, results, strict=True):
                 if not p.future.done():
