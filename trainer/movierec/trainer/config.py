@@ -64,7 +64,7 @@ class TrainConfig:
 
     epochs: int = 200
     batch_size: int = 32
-    optimizer: Literal["rmsprop", "adam", "sgd"] = "rmsprop"
+    optimizer: Literal["rmsprop", "adam", "adamw", "rprop", "sgd"] = "rmsprop"
     lr: float = 0.01
     weight_decay: float = 0.0
     loss: str = "masked_mse"
@@ -126,12 +126,16 @@ CLASSIC = Preset(
 # Every hyperparameter below was chosen on the validation split carved from u1.base (10% of each user's
 # ratings); the test file only reports (docs/results.md). Epochs are picked by early stopping on that split.
 
-# I-AutoRec (Sedhain et al. 2015): item-based, users -> 500 sigmoid -> users, masked MSE.
+# I-AutoRec (Sedhain et al. 2015): item-based, users -> 500 sigmoid -> users, masked MSE plus L2 on the
+# weights, trained full-batch with Rprop as in the paper (on u1's validation split: Rprop full-batch 0.888
+# vs Adam mini-batch 0.895; l2 3e-3 vs 1e-3 / 1e-2: 0.888 / 0.892 / 0.924).
 IAUTOREC = Preset(
     name="iautorec",
-    description="I-AutoRec: item-based autoencoder, 500 sigmoid units, masked MSE, Adam (rating model)",
+    description="I-AutoRec: item-based autoencoder, 500 sigmoid units, masked MSE + L2, full-batch Rprop (rating model)",
     model=ModelConfig(kind="iautorec", hidden=(500,), activation="sigmoid", output_activation="identity"),
-    train=TrainConfig(epochs=200, batch_size=64, optimizer="adam", lr=3e-4, weight_decay=1e-5, patience=15),
+    train=TrainConfig(
+        epochs=300, batch_size=4096, optimizer="rprop", lr=0.01, patience=10, extra={"l2": 3e-3}
+    ),
 )
 
 # Deep user autoencoder (Kuchaiev & Ginsburg 2017): SELU, large dropout on the code, dense re-feeding.
@@ -139,7 +143,9 @@ DEEP_AE = Preset(
     name="deep-ae",
     description="Deep user autoencoder 256-128-256, SELU, code dropout 0.5, dense re-feeding (rating model)",
     model=ModelConfig(hidden=(256, 128, 256), activation="selu", output_activation="identity", dropout=0.5),
-    train=TrainConfig(epochs=200, batch_size=32, optimizer="adam", lr=1e-3, patience=15, dense_refeed=True),
+    train=TrainConfig(
+        epochs=200, batch_size=32, optimizer="adam", lr=3e-4, patience=15, dense_refeed=True, extra={"l2": 1e-3}
+    ),
 )
 
 # Denoising user autoencoder: a quarter of the observed inputs dropped during training.
@@ -158,7 +164,7 @@ MULT_DAE = Preset(
         kind="multvae", hidden=(600, 200), activation="tanh", input_dropout=0.5, extra={"variational": False}
     ),
     train=TrainConfig(
-        epochs=200, batch_size=100, optimizer="adam", lr=1e-3, weight_decay=1e-5, loss="multinomial", patience=20
+        epochs=200, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=1e-5, loss="multinomial", patience=10
     ),
 )
 MULT_VAE = Preset(
@@ -171,7 +177,7 @@ MULT_VAE = Preset(
         input_dropout=0.5,
         extra={"variational": True, "beta_max": 0.2, "anneal_steps": 1000},
     ),
-    train=TrainConfig(epochs=200, batch_size=100, optimizer="adam", lr=1e-3, loss="multinomial", patience=20),
+    train=TrainConfig(epochs=200, batch_size=128, optimizer="adam", lr=1e-3, loss="multinomial", patience=10),
 )
 
 _L2_GRID = [100.0, 200.0, 350.0, 500.0, 800.0]
@@ -199,18 +205,35 @@ POPULAR = Preset(
     train=TrainConfig(epochs=1),
 )
 
+# A least-squares blend (weights fitted on the validation split) of I-AutoRec and the deep user autoencoder:
+# item- and user-based models err differently (validation RMSE 0.890 / 0.932 alone, 0.884 blended).
+ENSEMBLE = Preset(
+    name="ensemble",
+    description="Blend of I-AutoRec and the deep user autoencoder, weights fitted on validation (rating model)",
+    model=ModelConfig(
+        kind="ensemble",
+        extra={
+            "members": [
+                {"model": IAUTOREC.model.to_dict(), "train": IAUTOREC.train.to_dict()},
+                {"model": DEEP_AE.model.to_dict(), "train": DEEP_AE.train.to_dict()},
+            ]
+        },
+    ),
+    train=TrainConfig(epochs=1000),  # an upper bound on the members' epochs; each member early-stops itself
+)
+
 # The default: the best rating model answers Predict, the best ranking model answers Recommend.
 BEST = Preset(
     name="best",
-    description="I-AutoRec for ratings + EASE-liked for recommendations (the default)",
-    model=IAUTOREC.model,
-    train=IAUTOREC.train,
+    description="I-AutoRec + deep AE blend for ratings, EASE-liked for recommendations (the default)",
+    model=ENSEMBLE.model,
+    train=ENSEMBLE.train,
     ranking_model=EASE_LIKED.model,
     ranking_train=EASE_LIKED.train,
 )
 
 PRESETS: dict[str, Preset] = {
-    p.name: p for p in (BEST, CLASSIC, IAUTOREC, DEEP_AE, DAE, MULT_DAE, MULT_VAE, EASE_LIKED, EASE, POPULAR)
+    p.name: p for p in (BEST, CLASSIC, IAUTOREC, ENSEMBLE, DEEP_AE, DAE, MULT_DAE, MULT_VAE, EASE_LIKED, EASE, POPULAR)
 }
 DEFAULT_PRESET = "best"
 

@@ -344,7 +344,65 @@ class Popularity(nn.Module):
         return self.forward(x)
 
 
-MODEL_TYPES.update({"iautorec": IAutoRec, "multvae": MultVAE, "ease": EASE, "popular": Popularity})
+class Ensemble(nn.Module):
+    """A linear blend of rating models: sum_k w_k * member_k.scores(x) + w_0.
+
+    `extra["members"]` lists {"model": ModelConfig dict, "train": TrainConfig dict}; the fit loop trains each
+    member on the same training/validation split and fits the blend weights by least squares on the
+    validation ratings (`extra["weights"]`, stored in the `blend` buffer). Members may be user- or item-based.
+    """
+
+    orientation = "user"
+    objective = "rating"
+    is_ensemble = True
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        members = config.extra.get("members", [])
+        if not members:
+            raise ValueError("an ensemble needs extra['members'] (a list of {'model': ..., 'train': ...})")
+        self.member_configs = [self.member_config(i) for i in range(len(members))]
+        self.members = nn.ModuleList([build_model(c) for c in self.member_configs])
+        weights = config.extra.get("weights") or [1.0 / len(members)] * len(members) + [0.0]
+        self.register_buffer("blend", torch.tensor(weights, dtype=torch.float32))
+
+    def member_config(self, i: int) -> ModelConfig:
+        spec = dict(self.config.extra["members"][i]["model"])
+        extra = {**spec.get("extra", {})}
+        if "n_users" in self.config.extra:
+            extra["n_users"] = self.config.extra["n_users"]
+        return ModelConfig.from_dict({**spec, "n_items": self.config.n_items, "extra": extra})
+
+    def finalize(self, full: Csr) -> None:
+        for member in self.members:
+            fin = getattr(member, "finalize", None)
+            if fin is not None:
+                fin(full)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scores(x)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.blend[-1] + torch.zeros_like(x)
+        for w, member in zip(self.blend[:-1], self.members, strict=True):
+            out = out + w * member.scores(x)
+        return out
+
+
+MODEL_TYPES.update(
+    {"iautorec": IAutoRec, "multvae": MultVAE, "ease": EASE, "popular": Popularity, "ensemble": Ensemble}
+)
+
+
+def member_needs_users(config: ModelConfig) -> bool:
+    """Whether a model (or any member of an ensemble) is item-based and so needs extra['n_users']."""
+    if getattr(MODEL_TYPES.get(config.kind), "orientation", "user") == "item":
+        return True
+    return any(
+        getattr(MODEL_TYPES.get(m["model"].get("kind", "autoencoder")), "orientation", "user") == "item"
+        for m in config.extra.get("members", [])
+    )
 
 
 def model_objective(kind: str) -> str:

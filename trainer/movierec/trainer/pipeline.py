@@ -15,7 +15,7 @@ import pandas as pd
 from movierec.trainer.artifact import Artifact, ModelEntry, data_fingerprint, save_artifact
 from movierec.trainer.config import ModelConfig, Preset, TrainConfig
 from movierec.trainer.evaluate import evaluate
-from movierec.trainer.model import MODEL_TYPES, model_objective
+from movierec.trainer.model import member_needs_users, model_objective
 from movierec.trainer.plots import learning_curve_png
 from movierec.trainer.scoring import Scorer
 from movierec.trainer.sparse import Csr, IdMap
@@ -126,7 +126,7 @@ def run_training(
     t_all = time.perf_counter()
     for role, (model_cfg, train_cfg) in roles.items():
         extra = dict(model_cfg.extra)
-        if getattr(MODEL_TYPES.get(model_cfg.kind), "orientation", "user") == "item":
+        if member_needs_users(model_cfg):
             extra["n_users"] = len(users)
         model_cfg = dataclasses.replace(model_cfg, n_items=len(items), extra=extra)
         valid_mask = holdout_mask(train_df["user"].to_numpy(np.int64), train_cfg.valid_fraction, train_cfg.seed)

@@ -7,11 +7,13 @@ The test file never enters here: model selection uses only the validation split 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +48,7 @@ class FitResult:
     device: str = "cpu"
     stopped_early: bool = False
     best_valid_ndcg: float = float("nan")
-    chosen: dict[str, float] = field(default_factory=dict)  # hyperparameters picked on validation (closed form)
+    chosen: dict[str, Any] = field(default_factory=dict)  # hyperparameters picked on validation (closed form)
 
 
 VALID_K = 10
@@ -142,12 +144,16 @@ def fit(
     use_valid = valid is not None and valid.nnz > 0
     if getattr(model, "closed_form", False):
         return _fit_closed_form(model, train, valid if use_valid else None, device)
+    if getattr(model, "is_ensemble", False):
+        return _fit_ensemble(model, train, valid if use_valid else None, train_config, progress=progress)
     item_based = getattr(model, "orientation", "user") == "item"
     fit_rows = train.transpose() if item_based else train
     valid_rows = valid.transpose() if (item_based and valid is not None) else valid
     loss_fn = get_loss(train_config.loss)
     mse_loss = train_config.loss in MSE_LOSSES
     optimizer = _optimizer(model, train_config)
+    l2 = float(train_config.extra.get("l2", 0.0))
+    weights = [p for p in model.parameters() if p.dim() >= 2]
     rows_all = np.flatnonzero(fit_rows.row_lengths() > 0)
     result = FitResult(model=model, device=str(device))
     best_state: dict[str, torch.Tensor] | None = None
@@ -167,9 +173,13 @@ def fit(
             loss, n = loss_fn(model, x, x)
             if n == 0:
                 continue
+            data_loss = loss.detach()
+            if l2:
+                # explicit L2 on weight matrices (AutoRec's lambda/2 * ||W||^2, in mean-loss units)
+                loss = loss + 0.5 * l2 * sum((w * w).sum() for w in weights)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss.detach()) * n
+            loss_sum += float(data_loss) * n
             count += n
             if train_config.dense_refeed:
                 # Dense re-feeding (Kuchaiev & Ginsburg 2017): f(x) is a dense, valid rating vector, so
@@ -242,12 +252,50 @@ def _fit_closed_form(model: nn.Module, train: Csr, valid: Csr | None, device: to
     return result
 
 
+def _fit_ensemble(
+    model: nn.Module, train: Csr, valid: Csr | None, train_config: TrainConfig, *, progress: bool
+) -> FitResult:
+    """Fit each member on (train, valid), then the blend weights by least squares on the validation ratings."""
+    start = time.perf_counter()
+    result = FitResult(model=model, device=str(train_config.device))
+    specs = model.config.extra["members"]  # type: ignore[union-attr]
+    preds: list[np.ndarray] = []
+    for i, spec in enumerate(specs):
+        tcfg = TrainConfig.from_dict({**spec.get("train", {}), "device": train_config.device})
+        # the ensemble's own `epochs` caps its members' (so a quick run of the ensemble is quick)
+        tcfg = dataclasses.replace(tcfg, epochs=min(tcfg.epochs, train_config.epochs))
+        member_result = fit(train, valid, model.member_configs[i], tcfg, progress=progress)  # type: ignore[index]
+        member = member_result.model
+        model.members[i].load_state_dict(member.state_dict())  # type: ignore[index]
+        result.history += member_result.history
+        if valid is not None:
+            fin = getattr(member, "finalize", None)
+            if fin is not None:
+                fin(train)  # codes from the fitting data only: validation ratings stay unseen
+            preds.append(predict_pairs(member, train, valid, resolve_device(train_config.device)))
+    if valid is not None and valid.nnz:
+        design = np.column_stack([*preds, np.ones(valid.nnz)]).astype(np.float64)
+        weights = np.linalg.lstsq(design, valid.values.astype(np.float64), rcond=None)[0]
+        model.blend.copy_(torch.from_numpy(weights).float())  # type: ignore[operator]
+        blended = np.clip(design @ weights, 1.0, 5.0)
+        result.best_valid_rmse = float(np.sqrt(np.mean((blended - valid.values) ** 2)))
+        result.chosen = {"weights": [float(w) for w in weights]}
+    result.best_epoch = len(result.history)
+    model.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = model.parameters()
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "rprop":  # full-batch training, as in the AutoRec paper
+        return torch.optim.Rprop(params, lr=cfg.lr)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose rmsprop, adam or sgd")
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose rmsprop, adam, adamw, rprop or sgd")
