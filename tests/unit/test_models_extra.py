@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from movierec.trainer.bulk_offline import write_all_recommendations
+from movierec.trainer.offline import write_all_recommendations
 from movierec.trainer.config import ModelConfig
 from movierec.trainer.losses import multinomial_loss, multinomial_nll
 from movierec.trainer.model import EASE, Ensemble, IAutoRec, MultVAE, build_model, model_objective
@@ -109,7 +109,7 @@ def test_ensemble_scores_are_the_weighted_member_sum() -> None:
 def test_write_all_recommendations_tsv(tiny_artifact, tmp_path) -> None:
     scorer = Scorer.load(tiny_artifact, device="cpu")
     out = tmp_path / "recs.tsv"
-    n = write_all_recommendations(scorer, 5, out, batch_size=7)
+    n = write_all_recommendations(scorer, 5, out, batch_size=7, progress=False)
     df = pd.read_csv(out, sep="\t")
     assert list(df.columns) == ["user", "movie", "rank", "score"] and len(df) == n
     assert set(df["user"]) == set(scorer.users.raw.tolist())
