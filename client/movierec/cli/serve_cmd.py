@@ -21,6 +21,8 @@ FLAGS: dict[str, tuple[type, str]] = {
     "host": (str, "address to bind (default 127.0.0.1; non-loopback needs TLS or --insecure)"),
     "port": (int, "port to bind, 0 = any free port (default 50051, env MOVIEREC_PORT)"),
     "device": (str, "auto | cpu | cuda | cuda:N (default auto, env MOVIEREC_DEVICE)"),
+    "torch_threads": (int, "torch intra-op threads; 0 = torch's default (default 1: batching, not threads, "
+                      "gives online throughput, and one thread avoids thread wake-up latency)"),
     "max_batch_size": (int, "most users scored in one model step (default 256)"),
     "max_delay_ms": (float, "longest wait to fill a batch, milliseconds (default 1.0)"),
     "max_queue_size": (int, "requests waiting for the model before RESOURCE_EXHAUSTED (default 1024)"),

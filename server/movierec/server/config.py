@@ -22,6 +22,7 @@ class ServerSettings:
     host: str = "127.0.0.1"  # plain text is only allowed on loopback (see `insecure`)
     port: int = DEFAULT_PORT  # 0 = pick a free port
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    torch_threads: int = 1  # intra-op threads; 0 = torch's default. See README, "Performance".
     max_batch_size: int = 256  # rows (users) per model step
     max_delay_ms: float = 1.0  # longest wait to fill a batch once a request is waiting
     max_queue_size: int = 1024  # requests waiting for the model; beyond: RESOURCE_EXHAUSTED
@@ -43,6 +44,7 @@ class ServerSettings:
     def __post_init__(self) -> None:
         checks = {
             "port": 0 <= self.port <= 65535,
+            "torch_threads": self.torch_threads >= 0,
             "max_batch_size": self.max_batch_size >= 1,
             "max_delay_ms": self.max_delay_ms >= 0,
             "max_queue_size": self.max_queue_size >= 1,
