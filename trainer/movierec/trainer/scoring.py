@@ -156,6 +156,10 @@ class Scorer:
             raise ValueError(f"targets have {targets.n_rows} rows, inputs {inputs.n_rows}")
         if targets.nnz == 0:
             return np.zeros(0, dtype=np.float32)
+        if "rating" not in self._models:
+            # A top-N model alone (Mult-VAE, EASE) scores preferences, not ratings: answer each movie's mean
+            # training rating rather than a meaningless clipped score.
+            return np.clip(self.item_means[targets.indices], RATING_MIN, RATING_MAX).astype(np.float32)
         x = dense_rows(inputs, self.device)
         out = model_scores(self.rating_model, x)
         r, c, _ = coo_tensors(targets, self.device)
