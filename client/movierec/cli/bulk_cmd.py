@@ -27,7 +27,18 @@ def register(subparsers: Any) -> None:
         "server and write them as user_id, rank, movie_id, score. The file appears when complete; "
         "--resume continues an interrupted run after its last complete chunk.",
     )
-    p.add_argument("--target", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
+    p.add_argument(
+        "--target",
+        default=DEFAULT_TARGET,
+        help=f"server address (default {DEFAULT_TARGET}); several as h1:p1,h2:p2: the users are split into "
+        "shards spread over them, and a shard whose server fails resumes on another",
+    )
+    p.add_argument("--engine", choices=("grpc", "ray"), default="grpc",
+                   help="grpc: stream from running servers (default); ray: score in a Ray Data job from --artifact")
+    p.add_argument("--artifact", help="with --engine ray: the artifact to score")
+    p.add_argument("--ray-address", help="with --engine ray: join this Ray cluster (default: a local Ray)")
+    p.add_argument("--workers", type=int, help="with --engine ray: scoring actors (default: one per CPU/GPU)")
+    p.add_argument("--shards", type=int, help="with several targets: number of shards (default: one per target)")
     p.add_argument("-k", "--k", type=int, default=10, help="recommendations per user (default 10)")
     p.add_argument("--out", required=True, help="output file: .parquet (default) or .csv")
     who = p.add_mutually_exclusive_group()
@@ -46,6 +57,11 @@ def _score_all(args: argparse.Namespace) -> int:
 
     from movierec.client import Client, MovieRecError
 
+    if args.engine == "ray":
+        return _score_all_ray(args)
+    targets = [t.strip() for t in args.target.split(",") if t.strip()]
+    if len(targets) > 1 or args.shards:
+        return _score_all_spread(args, targets)
     try:
         with Client(args.target) as client:
             res = client.score_all(
@@ -71,4 +87,47 @@ def _score_all(args: argparse.Namespace) -> int:
         + f", model {res.model_version}",
         file=sys.stderr,
     )
+    return 0
+
+
+def _score_all_ray(args: argparse.Namespace) -> int:
+    if not args.artifact:
+        raise CliError("--engine ray needs --artifact DIR (the Ray workers load it themselves)")
+    if args.shard or args.user_range:
+        raise CliError("--engine ray scores every user; --shard/--user-range are for --engine grpc")
+    try:
+        from movierec.trainer.ray_scoring import RayNotInstalled, score_all_ray
+    except ImportError as exc:  # the trainer extras (torch) are missing
+        raise CliError(f"--engine ray needs the trainer and Ray: pip install 'movierec[ray]' ({exc})") from None
+    from movierec.trainer.artifact import ArtifactError
+
+    try:
+        res = score_all_ray(args.artifact, args.out, k=args.k, address=args.ray_address, workers=args.workers)
+    except (RayNotInstalled, ArtifactError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    print(
+        f"{res.out_dir}: {res.users} users in {res.blocks_scored} blocks ({res.blocks_skipped} already done) "
+        f"in {res.seconds:.1f}s ({res.users_per_second:.0f} users/s) on {res.workers} Ray workers",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _score_all_spread(args: argparse.Namespace, targets: list[str]) -> int:
+    """Split the users into shards, stream them concurrently over every target (gRPC round_robin spreads the
+    streams), resume a shard from its cursor when its server fails, then join the shards into --out."""
+    from movierec.client import Client
+    from movierec.client._bulk import spread_score_all
+
+    if args.shard or args.user_range:
+        raise CliError("with several targets the users are sharded for you; drop --shard/--user-range")
+    n = args.shards or len(targets)
+    try:
+        with Client(targets) as client:
+            res = spread_score_all(client, args.k, args.out, shards=n, fmt=args.format,
+                                   chunk_users=args.chunk_users, progress=not args.no_progress)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{res.out}: {res.rows} rows, {res.users} users from {n} shards over {len(targets)} targets "
+          f"in {res.seconds:.1f}s ({res.users_per_second:.0f} users/s)", file=sys.stderr)
     return 0

@@ -434,3 +434,97 @@ async def score_all_async(
         writer.out, writer.users_done - writer.resumed_users, writer.resumed_users, writer.users_total,
         writer.rows, writer.chunks, time.perf_counter() - t0, writer.model_version,
     )  # fmt: skip
+
+
+# Stream failures that another server (or the same one, restarted) can recover from by resuming the shard.
+RESUMABLE_CODES = ("UNAVAILABLE", "CANCELLED", "ABORTED")
+
+
+def _join_parts(parts: list[Path], out: Path, fmt: str) -> None:
+    """Concatenate finished shard files into `out` atomically (row groups copied one at a time)."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(parts[0])
+        with pq.ParquetWriter(tmp, schema) as w:
+            for part in parts:
+                f = pq.ParquetFile(part)
+                for g in range(f.num_row_groups):
+                    w.write_table(f.read_row_group(g).replace_schema_metadata(schema.metadata))
+    else:
+        with tmp.open("wb") as dst:
+            for i, part in enumerate(parts):
+                with part.open("rb") as src:
+                    header = src.readline()
+                    if i == 0:
+                        dst.write(header)
+                    shutil.copyfileobj(src, dst)
+            dst.flush()
+            os.fsync(dst.fileno())
+    os.replace(tmp, out)
+
+
+def spread_score_all(
+    client: Any,
+    k: int,
+    out: str | Path,
+    *,
+    shards: int,
+    fmt: str | None = None,
+    chunk_users: int = 0,
+    progress: bool = True,
+    attempts: int = 6,
+) -> ScoreAllResult:
+    """Score all users as `shards` concurrent ScoreAll streams on `client` (whose channel balances over
+    several servers with round_robin). A shard whose stream breaks (server stopped, restarted) resumes from
+    its last complete chunk on the next attempt, so no user is lost or duplicated; then the shards are
+    joined into `out` in shard order (= user order)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    from movierec.client._errors import MovieRecError
+
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    out = Path(out)
+    kind = _fmt(out, fmt)
+    parts = [out.with_name(f"{out.name}.shard-{i}-of-{shards}") for i in range(shards)]
+    t0 = time.perf_counter()
+
+    def one(i: int) -> ScoreAllResult:
+        for attempt in range(attempts):
+            try:
+                return client.score_all(k, out=parts[i], shard=(i, shards), resume=True, format=kind,
+                                        chunk_users=chunk_users, progress=False)  # fmt: skip
+            except MovieRecError as err:
+                if err.code.name not in RESUMABLE_CODES or attempt == attempts - 1:
+                    raise
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    with ThreadPoolExecutor(max_workers=shards) as pool, tqdm(
+        total=shards, unit="shard", desc="score-all", disable=not progress, file=sys.stderr
+    ) as bar:
+        futures = [pool.submit(one, i) for i in range(shards)]
+        results = []
+        for f in futures:
+            results.append(f.result())
+            bar.update(1)
+    versions = {r.model_version for r in results if r.model_version}
+    if len(versions) > 1:
+        raise ValueError(f"the servers answered with different models {sorted(versions)}; serve one version")
+    _join_parts(parts, out, kind)
+    for p in parts:
+        p.unlink(missing_ok=True)
+    return ScoreAllResult(
+        out=out,
+        users=sum(r.users + r.resumed_users for r in results),
+        resumed_users=0,
+        users_total=sum(r.users_total for r in results),
+        rows=sum(r.rows for r in results),
+        chunks=sum(r.chunks for r in results),
+        seconds=time.perf_counter() - t0,
+        model_version=versions.pop() if versions else "",
+    )

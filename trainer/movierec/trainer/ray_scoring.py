@@ -32,16 +32,12 @@ class RayNotInstalled(RuntimeError):
     pass
 
 
-def recommendations_table(users: np.ndarray, movies: np.ndarray, scores: np.ndarray) -> pa.Table:
-    """One row per user: raw user id, its top-k raw movie ids and scores as fixed-size lists (best first)."""
-    k = movies.shape[1]
-    return pa.table(
-        {
-            "user": pa.array(users, pa.int64()),
-            "movies": pa.FixedSizeListArray.from_arrays(pa.array(movies.reshape(-1), pa.int64()), k),
-            "scores": pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1), pa.float32()), k),
-        }
-    )
+def recommendations_table(users: np.ndarray, movies: np.ndarray, scores: np.ndarray, version: str) -> pa.Table:
+    """The gRPC bulk path's long format (user_id, rank, movie_id, score; padding dropped), so both paths
+    produce the same files."""
+    from movierec.client._bulk import BulkChunk
+
+    return BulkChunk(users, movies, scores, b"", 0, 0, version).to_arrow()
 
 
 class BlockScorer:
@@ -61,7 +57,7 @@ class BlockScorer:
             users = np.arange(block * self.block_users, min((block + 1) * self.block_users, n_users))
             items, scores = self.scorer.recommend_users(users, self.k)
             movies = np.where(items >= 0, self.scorer.items.to_raw(np.maximum(items, 0)), -1)
-            table = recommendations_table(self.scorer.users.to_raw(users), movies, scores)
+            table = recommendations_table(self.scorer.users.to_raw(users), movies, scores, self.scorer.info.version)
             final = self.out_dir / PART_PATTERN.format(block=block)
             tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
             pq.write_table(table, tmp)
