@@ -144,7 +144,7 @@ DEEP_AE = Preset(
     description="Deep user autoencoder 256-128-256, SELU, code dropout 0.5, dense re-feeding (rating model)",
     model=ModelConfig(hidden=(256, 128, 256), activation="selu", output_activation="identity", dropout=0.5),
     train=TrainConfig(
-        epochs=200, batch_size=32, optimizer="adam", lr=3e-4, patience=15, dense_refeed=True, extra={"l2": 1e-3}
+        epochs=200, batch_size=64, optimizer="adam", lr=6e-4, patience=15, dense_refeed=True, extra={"l2": 1e-3}
     ),
 )
 
@@ -190,11 +190,16 @@ EASE = Preset(
     train=TrainConfig(epochs=1),
 )
 
-# EASE trained to predict *liked* movies (rating >= 4) from the rated ones: ranks what users will rate highly.
+# EASE trained to predict *liked* movies from the rated ones: ranks what users will rate highly. The "liked"
+# threshold (3 or 4 stars) and l2 are picked on the validation split (u1: 3 stars, l2 350; validation NDCG@10
+# 0.2234 vs 0.2210 at 4 stars and 0.2188 for plain EASE).
 EASE_LIKED = Preset(
     name="ease-liked",
-    description="EASE closed form, input = rated movies, target = liked movies (rating >= 4) (ranking model)",
-    model=ModelConfig(kind="ease", extra={"target": "liked", "like_threshold": 4.0, "l2_grid": _L2_GRID}),
+    description="EASE closed form, input = rated movies, target = liked movies (rating >= 3 or 4, picked on validation) (ranking model)",
+    model=ModelConfig(
+        kind="ease",
+        extra={"target": "liked", "like_threshold": 4.0, "l2_grid": _L2_GRID, "like_threshold_grid": [3.0, 4.0]},
+    ),
     train=TrainConfig(epochs=1),
 )
 

@@ -261,8 +261,9 @@ class EASE(nn.Module):
     """EASE (Steck 2019), the "embarrassingly shallow" linear autoencoder, solved in closed form.
 
     B = argmin ||Y - X B||^2 + l2 ||B||^2 subject to diag(B) = 0, with X = binary "rated" matrix and
-    Y = X (extra target="rated", the original) or Y = the "liked" matrix (rating >= like_threshold; target
-    "liked"), which ranks movies the user is likely to rate highly. With P = (X'X + l2 I)^-1 and C = P X'Y:
+    Y = X (extra target="rated", the original), Y = the "liked" matrix (rating >= like_threshold; target
+    "liked"), which ranks movies the user is likely to rate highly, or Y graded by stars above the threshold
+    (target "graded": 4 -> 1, 5 -> 2). With P = (X'X + l2 I)^-1 and C = P X'Y:
     B = C - P diag(diag(C) / diag(P)). `scores(x) = binary(x) @ B`. Memory: n_items^2 floats (fine for
     ml-100k/ml-1m; not for ml-25m). `extra`: l2 (the weight), l2_grid (candidates the fit loop picks from on
     the validation split), target, like_threshold.
@@ -295,10 +296,15 @@ class EASE(nn.Module):
         gram = x.T @ x
         gram.diagonal().add_(self.l2)
         p = torch.linalg.inv(gram)
-        if self.target == "liked":
+        if self.target in ("liked", "graded"):
             y = torch.zeros_like(x)
             keep = torch.from_numpy(v >= self.like_threshold).to(dev)
-            y[rt[keep], ct[keep]] = 1.0
+            if self.target == "liked":
+                y[rt[keep], ct[keep]] = 1.0
+            else:  # graded: 1 at the threshold, one more per star above it
+                y[rt[keep], ct[keep]] = torch.from_numpy(v[v >= self.like_threshold] - self.like_threshold + 1).to(
+                    dev, torch.float64
+                )
             cmat = p @ (x.T @ y)
         else:
             cmat = torch.eye(n, dtype=torch.float64, device=dev) - p * self.l2  # P X'X = I - l2 P

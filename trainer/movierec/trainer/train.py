@@ -231,23 +231,33 @@ def fit(
 
 
 def _fit_closed_form(model: nn.Module, train: Csr, valid: Csr | None, device: torch.device) -> FitResult:
-    """Closed-form models: solve for each l2 in extra['l2_grid'] (or just extra['l2']), keep the best on valid."""
+    """Closed-form models: solve for every (l2, like_threshold) of extra['l2_grid'] x extra['like_threshold_grid']
+    (each defaulting to the single configured value) and keep the best by validation NDCG@10."""
     start = time.perf_counter()
     result = FitResult(model=model, device=str(device))
-    grid = [float(v) for v in model.config.extra.get("l2_grid", [model.l2])]  # type: ignore[union-attr]
-    best_l2, best = grid[0], -math.inf
-    for i, l2 in enumerate(grid, start=1):
+    extra = model.config.extra  # type: ignore[union-attr]
+    l2_grid = [float(v) for v in extra.get("l2_grid", [model.l2])]
+    has_threshold = hasattr(model, "like_threshold")
+    thr_grid = [float(v) for v in extra.get("like_threshold_grid", [getattr(model, "like_threshold", 0.0)])]
+    grid = [(l2, thr) for thr in thr_grid for l2 in l2_grid]
+    best_i, best = 0, -math.inf
+    for i, (l2, thr) in enumerate(grid, start=1):
         t0 = time.perf_counter()
+        if has_threshold:
+            model.like_threshold = thr
         model.solve(train, l2)  # type: ignore[operator]
         ndcg = validation_ndcg(model, train, valid, device) if valid is not None else float("nan")
         result.history.append(EpochStats(i, float("nan"), float("nan"), time.perf_counter() - t0, valid_ndcg=ndcg))
         if valid is not None and ndcg > best:
-            best, best_l2 = ndcg, l2
-    model.solve(train, best_l2)  # type: ignore[operator]
+            best, best_i = ndcg, i - 1
+    l2, thr = grid[best_i]
+    if has_threshold:
+        model.like_threshold = thr
+    model.solve(train, l2)  # type: ignore[operator]
     model.eval()
-    result.best_epoch = grid.index(best_l2) + 1
+    result.best_epoch = best_i + 1
     result.best_valid_ndcg = best if valid is not None else float("nan")
-    result.chosen = {"l2": best_l2}
+    result.chosen = {"l2": l2, **({"like_threshold": thr} if has_threshold else {})}
     result.seconds = time.perf_counter() - start
     return result
 
