@@ -132,7 +132,10 @@ CLASSIC = Preset(
 IAUTOREC = Preset(
     name="iautorec",
     description="I-AutoRec: item-based autoencoder, 500 sigmoid units, masked MSE + L2, full-batch Rprop (rating model)",
-    model=ModelConfig(kind="iautorec", hidden=(500,), activation="sigmoid", output_activation="identity"),
+    model=ModelConfig(
+        kind="iautorec", hidden=(500,), activation="sigmoid", output_activation="identity",
+        extra={"fold_in_l2": 100.0},
+    ),
     train=TrainConfig(
         epochs=300, batch_size=4096, optimizer="rprop", lr=0.01, patience=10, extra={"l2": 3e-3}
     ),

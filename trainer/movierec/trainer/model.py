@@ -109,7 +109,9 @@ class IAutoRec(nn.Module):
       * any other row (a new or changed user) is folded in: the decoder row is re-estimated by ridge
         regression of the row's ratings on the codes of the movies it rated (with an intercept), which is the
         problem the decoder solves for each user during training with the codes held fixed. Approximation:
-        the codes themselves do not see the new ratings.
+        the codes themselves do not see the new ratings. `extra["fold_in_l2"]` (default 100, picked on u1's
+        validation split: folding in every user there gives RMSE 0.889 vs 0.890 for the trained decoder rows,
+        0.918 at l2 10, 0.901 at 300).
     """
 
     orientation = "item"
@@ -123,7 +125,7 @@ class IAutoRec(nn.Module):
         if n_users <= 0:
             raise ValueError("IAutoRec needs extra['n_users'] > 0 (set by the pipeline from the training data)")
         d = config.hidden[0]
-        self.fold_in_l2 = float(config.extra.get("fold_in_l2", 1.0))
+        self.fold_in_l2 = float(config.extra.get("fold_in_l2", 100.0))
         self.input_dropout = nn.Dropout(config.input_dropout) if config.input_dropout > 0 else nn.Identity()
         self.encoder = nn.Linear(n_users, d)
         self.act = activation(config.activation)
