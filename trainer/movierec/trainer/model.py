@@ -116,6 +116,9 @@ class IAutoRec(nn.Module):
 
     orientation = "item"
     objective = "rating"
+    key_weights: torch.Tensor
+    item_codes: torch.Tensor
+    user_keys: torch.Tensor
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -274,6 +277,7 @@ class EASE(nn.Module):
     orientation = "user"
     objective = "ranking"
     closed_form = True
+    weights: torch.Tensor
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -330,6 +334,7 @@ class Popularity(nn.Module):
     orientation = "user"
     objective = "ranking"
     closed_form = True
+    counts: torch.Tensor
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -363,6 +368,7 @@ class Ensemble(nn.Module):
     orientation = "user"
     objective = "rating"
     is_ensemble = True
+    blend: torch.Tensor
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -394,7 +400,7 @@ class Ensemble(nn.Module):
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         out = self.blend[-1] + torch.zeros_like(x)
         for w, member in zip(self.blend[:-1], self.members, strict=True):
-            out = out + w * member.scores(x)
+            out = out + w * getattr(member, "scores", member)(x)
         return out
 
 

@@ -37,7 +37,7 @@ def holdout_mask(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     if fraction <= 0:
         return np.zeros(users.shape[0], dtype=bool)
     rng = np.random.default_rng(seed)
-    order = np.lexsort((rng.random(users.shape[0]), users))
+    order = np.lexsort((np.asarray(rng.random(users.shape[0])), users))
     sorted_users = users[order]
     starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
     counts = np.diff(np.r_[starts, sorted_users.size])

@@ -70,7 +70,8 @@ def predict_pairs(
     """
     model.eval()
     if fn is None:
-        fn = model.scores if hasattr(model, "scores") else model
+        fn = getattr(model, "scores", model)
+    assert fn is not None
     out = np.empty(targets.nnz, dtype=np.float32)
     rows_with_targets = np.flatnonzero(targets.row_lengths() > 0)
     for start in range(0, rows_with_targets.size, batch_size):
@@ -114,7 +115,7 @@ def validation_ndcg(
     for start in range(0, users.size, batch_size):
         rows = users[start : start + batch_size]
         x = dense_batch(inputs, rows, device)
-        scores = model.scores(x).float()
+        scores = getattr(model, "scores", model)(x).float()
         scores.masked_fill_(x != 0, float("-inf"))
         ranked[rows] = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices.cpu().numpy()
     return float(ranking_metrics(ranked, relevant, k)[f"ndcg@{k}"])
@@ -230,12 +231,12 @@ def fit(
     return result
 
 
-def _fit_closed_form(model: nn.Module, train: Csr, valid: Csr | None, device: torch.device) -> FitResult:
+def _fit_closed_form(model: Any, train: Csr, valid: Csr | None, device: torch.device) -> FitResult:
     """Closed-form models: solve for every (l2, like_threshold) of extra['l2_grid'] x extra['like_threshold_grid']
     (each defaulting to the single configured value) and keep the best by validation NDCG@10."""
     start = time.perf_counter()
     result = FitResult(model=model, device=str(device))
-    extra = model.config.extra  # type: ignore[union-attr]
+    extra = model.config.extra
     l2_grid = [float(v) for v in extra.get("l2_grid", [model.l2])]
     has_threshold = hasattr(model, "like_threshold")
     thr_grid = [float(v) for v in extra.get("like_threshold_grid", [getattr(model, "like_threshold", 0.0)])]
@@ -245,7 +246,7 @@ def _fit_closed_form(model: nn.Module, train: Csr, valid: Csr | None, device: to
         t0 = time.perf_counter()
         if has_threshold:
             model.like_threshold = thr
-        model.solve(train, l2)  # type: ignore[operator]
+        model.solve(train, l2)
         ndcg = validation_ndcg(model, train, valid, device) if valid is not None else float("nan")
         result.history.append(EpochStats(i, float("nan"), float("nan"), time.perf_counter() - t0, valid_ndcg=ndcg))
         if valid is not None and ndcg > best:
@@ -253,7 +254,7 @@ def _fit_closed_form(model: nn.Module, train: Csr, valid: Csr | None, device: to
     l2, thr = grid[best_i]
     if has_threshold:
         model.like_threshold = thr
-    model.solve(train, l2)  # type: ignore[operator]
+    model.solve(train, l2)
     model.eval()
     result.best_epoch = best_i + 1
     result.best_valid_ndcg = best if valid is not None else float("nan")
@@ -263,20 +264,20 @@ def _fit_closed_form(model: nn.Module, train: Csr, valid: Csr | None, device: to
 
 
 def _fit_ensemble(
-    model: nn.Module, train: Csr, valid: Csr | None, train_config: TrainConfig, *, progress: bool
+    model: Any, train: Csr, valid: Csr | None, train_config: TrainConfig, *, progress: bool
 ) -> FitResult:
     """Fit each member on (train, valid), then the blend weights by least squares on the validation ratings."""
     start = time.perf_counter()
     result = FitResult(model=model, device=str(train_config.device))
-    specs = model.config.extra["members"]  # type: ignore[union-attr]
+    specs = model.config.extra["members"]
     preds: list[np.ndarray] = []
     for i, spec in enumerate(specs):
         tcfg = TrainConfig.from_dict({**spec.get("train", {}), "device": train_config.device})
         # the ensemble's own `epochs` caps its members' (so a quick run of the ensemble is quick)
         tcfg = dataclasses.replace(tcfg, epochs=min(tcfg.epochs, train_config.epochs))
-        member_result = fit(train, valid, model.member_configs[i], tcfg, progress=progress)  # type: ignore[index]
+        member_result = fit(train, valid, model.member_configs[i], tcfg, progress=progress)
         member = member_result.model
-        model.members[i].load_state_dict(member.state_dict())  # type: ignore[index]
+        model.members[i].load_state_dict(member.state_dict())
         result.history += member_result.history
         if valid is not None:
             fin = getattr(member, "finalize", None)
@@ -286,7 +287,7 @@ def _fit_ensemble(
     if valid is not None and valid.nnz:
         design = np.column_stack([*preds, np.ones(valid.nnz)]).astype(np.float64)
         weights = np.linalg.lstsq(design, valid.values.astype(np.float64), rcond=None)[0]
-        model.blend.copy_(torch.from_numpy(weights).float())  # type: ignore[operator]
+        model.blend.copy_(torch.from_numpy(weights).float())
         blended = np.clip(design @ weights, 1.0, 5.0)
         result.best_valid_rmse = float(np.sqrt(np.mean((blended - valid.values) ** 2)))
         result.chosen = {"weights": [float(w) for w in weights]}
