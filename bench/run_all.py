@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bench_bulk, bench_online
+from bench import bench_bulk, bench_online, bench_ray
 
 RESULTS = Path("bench/results")
 
@@ -74,11 +74,14 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--shape", default="default", help="bulk data shape: default | ml-25m | ...")
     p.add_argument("--online-artifact", type=Path, default=None)
+    p.add_argument("--no-ray", action="store_true", help="skip the Ray Data bulk runs")
     a = p.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     res: dict[str, Any] = {"machine": machine(a.device), "quick": a.quick}
     res["bulk"] = bench_bulk.run(a.shape, a.device, 20_000 if a.quick else None, 1024, 10)
+    if not a.no_ray and a.device == "cpu":
+        res["ray"] = bench_ray.run("tiny" if a.quick else a.shape, [1, 2])
     calls, seconds = (300, 2.0) if a.quick else (1000, 5.0)
     res["online"] = bench_online.run(a.online_artifact, a.device, calls, seconds, [])
     res["seconds"] = time.perf_counter() - t0
@@ -90,6 +93,10 @@ def main() -> None:
     print(f"\nbulk end-to-end / in-process: {res['bulk']['ratio_e2e_over_in_process']:.2f}x (floor 0.8x)")
     print(f"online c=64: {r['c64_vs_naive']:.2f}x naive (floor 5x), {r['c64_vs_echo']:.2f}x echo (floor 0.5x); "
           f"p99 at c=1: {r['c1_p99_ms']:.2f} ms (floor 5 ms)")  # fmt: skip
+    if "ray" in res:
+        runs = res["ray"]["runs"]
+        print("ray data bulk: " + ", ".join(f"{w} worker(s) {r['users_per_s']:.0f} users/s" for w, r in runs.items())
+              + f" (in-process {res['bulk']['in_process']['users_per_s']:.0f} users/s)")
     print(f"wrote {out_json} and {out_png} in {res['seconds']:.0f}s")
 
 

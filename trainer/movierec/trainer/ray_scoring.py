@@ -51,9 +51,12 @@ class BlockScorer:
         self.k, self.out_dir, self.block_users = k, Path(out_dir), block_users
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import resource
+
         n_users = len(self.scorer.users)
-        done = []
+        done, spent = [], []
         for block in batch["block"].tolist():  # a handful of blocks per call, each thousands of users
+            t0 = time.perf_counter()
             users = np.arange(block * self.block_users, min((block + 1) * self.block_users, n_users))
             items, scores = self.scorer.recommend_users(users, self.k)
             movies = np.where(items >= 0, self.scorer.items.to_raw(np.maximum(items, 0)), -1)
@@ -63,7 +66,15 @@ class BlockScorer:
             pq.write_table(table, tmp)
             os.replace(tmp, final)
             done.append(users.size)
-        return {"block": batch["block"], "users": np.asarray(done, dtype=np.int64)}
+            spent.append(time.perf_counter() - t0)
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
+        return {
+            "block": batch["block"],
+            "users": np.asarray(done, dtype=np.int64),
+            "pid": np.full(len(done), os.getpid(), dtype=np.int64),
+            "peak_rss_kib": np.full(len(done), peak_kib, dtype=np.int64),
+            "seconds": np.asarray(spent, dtype=np.float64),
+        }
 
 
 @dataclass
@@ -76,6 +87,8 @@ class RayScoringSummary:
     users_per_second: float
     workers: int
     out_dir: str
+    actor_peak_rss_mib: float = 0.0  # the largest peak RSS of one scoring actor
+    users_per_second_per_actor: float = 0.0  # while scoring and writing, actor start-up excluded
 
 
 def _import_ray() -> Any:
@@ -139,9 +152,13 @@ def score_all_ray(
                 num_cpus=1,
                 batch_format="numpy",
             )
-            scored = int(sum(row["users"] for row in ds.iter_rows()))
+            rows = list(ds.iter_rows())  # one small row per block
+            scored = int(sum(row["users"] for row in rows))
+            peak_mib = max(int(row["peak_rss_kib"]) for row in rows) / 1024
+            busy = sum(float(row["seconds"]) for row in rows)
+            per_actor = scored / busy if busy > 0 else 0.0
         else:
-            scored = 0
+            scored, peak_mib, per_actor = 0, 0.0, 0.0
         seconds = time.perf_counter() - t0
     finally:
         if started_here:
@@ -149,7 +166,8 @@ def score_all_ray(
     return RayScoringSummary(
         users=scored, blocks_total=n_blocks, blocks_scored=len(todo), blocks_skipped=n_blocks - len(todo),
         seconds=round(seconds, 3), users_per_second=round(scored / seconds, 1) if seconds > 0 else 0.0,
-        workers=pool, out_dir=str(out),
+        workers=pool, out_dir=str(out), actor_peak_rss_mib=round(peak_mib, 1),
+        users_per_second_per_actor=round(per_actor, 1),
     )
 
 
