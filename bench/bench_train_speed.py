@@ -38,10 +38,18 @@ def main() -> None:
 
     t0 = time.perf_counter()
     ours = run_training(
-        train, test, None,
-        dataclasses.replace(CLASSIC, train=dataclasses.replace(CLASSIC.train, epochs=args.epochs, patience=0,
-                                                               seed=args.seed, device="cpu")),
-        args.out.parent / "classic-u1-artifact", dataset="ml-100k/u1", progress=False,
+        train,
+        test,
+        None,
+        dataclasses.replace(
+            CLASSIC,
+            train=dataclasses.replace(
+                CLASSIC.train, epochs=args.epochs, patience=0, seed=args.seed, device="cpu"
+            ),
+        ),
+        args.out.parent / "classic-u1-artifact",
+        dataset="ml-100k/u1",
+        progress=False,
     )
     ours_s = time.perf_counter() - t0
     faithful = train_faithful(train, test, epochs=args.epochs, seed=args.seed, progress=False)
@@ -49,7 +57,10 @@ def main() -> None:
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "epochs": args.epochs,
-        "faithful": {"seconds": round(faithful.seconds, 2), "notebook_test_loss": round(faithful.test_loss, 4)},
+        "faithful": {
+            "seconds": round(faithful.seconds, 2),
+            "notebook_test_loss": round(faithful.test_loss, 4),
+        },
         "vectorized": {
             "seconds_fit": round(ours.fit.seconds, 2),
             "seconds_total_with_eval_and_save": round(ours_s, 2),
