@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from movierec.trainer.config import Activation, ModelConfig
+from movierec.trainer.config import Activation, ModelConfig, TrainConfig
 from movierec.trainer.sparse import Csr
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -139,11 +139,52 @@ class IAutoRec(nn.Module):
         self.register_buffer("key_weights", torch.randint(1, _KEY_MODULUS, (config.n_items,), generator=gen))
         self.register_buffer("item_codes", torch.zeros(config.n_items, d))
         self.register_buffer("user_keys", torch.zeros(n_users, dtype=torch.int64))
+        # training forward passes so far; saved with the weights, so the state the fit loop keeps (the best
+        # validation epoch) records how many full-batch steps reached it (what `refit` repeats)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
 
     def forward(self, x_items: torch.Tensor) -> torch.Tensor:
         """Item vectors (B x n_users) -> reconstructed item vectors (training orientation)."""
+        if self.training and torch.is_grad_enabled():
+            self.steps += 1
         h = self.code_dropout(self.act(self.encoder(self.input_dropout(x_items))))
         return self.out_act(self.decoder(h))
+
+    def refit(self, full: Csr, train_config: TrainConfig) -> None:
+        """Retrain from a fresh initialization on every rating of `full` (users x items) for the number of
+        full-batch steps the validation split chose (`steps`), with the same optimizer, lr, L2 and seed.
+
+        Only for full-batch training (`batch_size` >= number of movies, the I-AutoRec presets): then one step
+        is one epoch and the chosen step count transfers to the larger matrix.
+        """
+        from movierec.trainer.device import dense_rows
+        from movierec.trainer.losses import masked_mse
+
+        steps = int(self.steps)
+        if steps <= 0 or train_config.batch_size < full.n_cols:
+            return
+        device = self.item_codes.device
+        x = dense_rows(full.transpose(), device)
+        x = x[(x != 0).any(dim=1)]
+        torch.manual_seed(train_config.seed)
+        for layer in (self.encoder, self.decoder):
+            layer.reset_parameters()
+        if train_config.optimizer == "rprop":
+            opt: torch.optim.Optimizer = torch.optim.Rprop(self.parameters(), lr=train_config.lr)
+        else:
+            opt = torch.optim.Adam(self.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
+        l2 = float(train_config.extra.get("l2", 0.0))
+        was_training = self.training
+        self.train()
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss, _n = masked_mse(self(x), x)
+            if l2:
+                loss = loss + 0.5 * l2 * (self.encoder.weight.square().sum() + self.decoder.weight.square().sum())
+            loss.backward()
+            opt.step()
+        self.steps.fill_(steps)
+        self.train(was_training)
 
     @torch.no_grad()
     def finalize(self, full: Csr, batch_size: int = 1024) -> None:
@@ -389,7 +430,13 @@ class Ensemble(nn.Module):
         return ModelConfig.from_dict({**spec, "n_items": self.config.n_items, "extra": extra})
 
     def finalize(self, full: Csr) -> None:
-        for member in self.members:
+        """Called once with every training rating before saving. With `extra["refit_full"]`, members that can
+        (`refit`) are first retrained on all of them for the step count chosen on the validation split, keeping
+        the blend weights fitted there."""
+        refit = bool(self.config.extra.get("refit_full", False))
+        for i, member in enumerate(self.members):
+            if refit and hasattr(member, "refit"):
+                member.refit(full, TrainConfig.from_dict(self.config.extra["members"][i].get("train", {})))
             fin = getattr(member, "finalize", None)
             if fin is not None:
                 fin(full)
