@@ -64,6 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="run the classic notebook's one-user-at-a-time loop instead (reproduction/timing only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train data-parallel on N processes (torchrun, DDP: gloo on CPU, nccl on CUDA)")
+    p.add_argument("--checkpoint-dir", type=Path,
+                   help="checkpoint every epoch here (default: <out>.ckpt/; removed once the artifact is written)")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     p.set_defaults(handler=_handler(cmd_train))
 
     p = sub.add_parser("evaluate", help="evaluate an artifact on held-out ratings")
@@ -132,9 +137,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from movierec.trainer import distributed
+    from movierec.trainer.checkpoint import default_checkpoint_dir
     from movierec.trainer.config import DEFAULT_PRESET, get_preset
     from movierec.trainer.data import load_catalog, load_ratings
 
+    if args.nproc < 1:
+        raise CliError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc > 1 and not distributed.is_distributed():
+        return _train_data_parallel(args)
     train_path, test_path, catalog_path, dataset = _training_files(args)
     train_df = load_ratings(train_path)
     test_df = load_ratings(test_path) if test_path is not None else None
@@ -145,9 +156,51 @@ def cmd_train(args: argparse.Namespace) -> int:
     from movierec.trainer.pipeline import run_training
 
     outcome = run_training(train_df, test_df, catalog, preset, args.out, overrides=_overrides(args),
-                           dataset=dataset, progress=not args.quiet)
+                           dataset=dataset, progress=not args.quiet,
+                           checkpoint_dir=args.checkpoint_dir or default_checkpoint_dir(args.out), resume=args.resume)
+    if distributed.rank() != 0:
+        return 0
     _print_metrics(outcome.metrics, args.json, header=f"artifact {outcome.version} -> {outcome.path}")
     return 0
+
+
+def _train_data_parallel(args: argparse.Namespace) -> int:
+    """Re-run this command on `--nproc` processes through torchrun (`torch.distributed.run --standalone`)."""
+    import os
+    import subprocess
+
+    from movierec.trainer.config import DEFAULT_PRESET, get_preset
+    from movierec.trainer.distributed import unsupported_reason
+    from movierec.trainer.pipeline import resolve_roles
+
+    if args.faithful:
+        raise CliError("--faithful runs the notebook's loop on one process; drop --nproc")
+    preset = get_preset(args.preset or DEFAULT_PRESET)
+    reason = unsupported_reason(preset.name, (m.kind for m, _ in resolve_roles(preset, _overrides(args)).values()))
+    if reason is not None:
+        raise CliError(reason)
+    _training_files(args)  # fetch / materialize the data once, before the ranks start
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+           "-m", "movierec.trainer.distributed", *_forwarded_args(args)]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    rc = subprocess.call(cmd, env=env)
+    if rc != 0:
+        raise CliError(f"data-parallel training failed (torchrun exit status {rc}); see the ranks' output above")
+    return 0
+
+
+def _forwarded_args(args: argparse.Namespace) -> list[str]:
+    """The `movierec train` arguments for every rank (all but --nproc). Keep in step with `register`."""
+    out: list[str] = []
+    for flag, value in (("--train", args.train), ("--test", args.test), ("--catalog", args.catalog),
+                        ("--dataset", args.dataset), ("--split", args.split), ("--data-dir", args.data_dir),
+                        ("--out", args.out), ("--preset", args.preset), ("--config", args.config),
+                        ("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--lr", args.lr),
+                        ("--seed", args.seed), ("--device", args.device), ("--checkpoint-dir", args.checkpoint_dir)):
+        if value is not None:
+            out += [flag, str(value)]
+    out += [flag for flag, on in (("--quiet", args.quiet), ("--json", args.json), ("--resume", args.resume)) if on]
+    return out
 
 
 def _train_faithful(args: argparse.Namespace, train_df: Any, test_df: Any) -> int:

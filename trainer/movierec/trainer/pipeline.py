@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from movierec.trainer import distributed
 from movierec.trainer.artifact import Artifact, ModelEntry, data_fingerprint, save_artifact
+from movierec.trainer.checkpoint import CheckpointSpec, remove_checkpoints
 from movierec.trainer.config import ModelConfig, Preset, TrainConfig
 from movierec.trainer.evaluate import evaluate
 from movierec.trainer.model import member_needs_users, model_objective
@@ -112,11 +114,23 @@ def run_training(
     dataset: str = "",
     progress: bool = True,
     k: int = 10,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> TrainOutcome:
     """Fit every model of `preset` on `train_df`, select epochs and hyperparameters on a validation split of
     it, evaluate on `test_df` (reporting only), save one artifact holding all of them.
+
+    `checkpoint_dir`: checkpoint every epoch there (`<role>.pt`), removed once the artifact is written;
+    `resume` continues from those checkpoints. Under torchrun (a process group is up) the models train
+    data-parallel and only rank 0 evaluates and writes; the other ranks return an outcome with no version.
     """
     roles = resolve_roles(preset, overrides)
+    world, rank = distributed.world_size(), distributed.rank()
+    if world > 1:
+        reason = distributed.unsupported_reason(preset.name, (m.kind for m, _ in roles.values()))
+        if reason is not None:
+            raise ValueError(reason)
+    progress = progress and rank == 0
     users = IdMap.from_ids(train_df["user"])
     items = IdMap.from_ids(train_df["item"])
     full = ratings_matrix(train_df, users, items)
@@ -133,9 +147,10 @@ def run_training(
         fit_train = ratings_matrix(train_df[~valid_mask], users, items)
         fit_valid = ratings_matrix(train_df[valid_mask], users, items)
         t0 = time.perf_counter()
-        result = fit(fit_train, fit_valid, model_cfg, train_cfg, progress=progress)
+        ckpt = CheckpointSpec(Path(checkpoint_dir) / f"{role}.pt", resume) if checkpoint_dir is not None else None
+        result = fit(fit_train, fit_valid, model_cfg, train_cfg, progress=progress, checkpoint=ckpt)
         finalize = getattr(result.model, "finalize", None)
-        if finalize is not None:
+        if finalize is not None and rank == 0:  # only rank 0 writes the artifact
             finalize(full)  # codes / closed-form weights from every training rating (no test data)
         if result.chosen:
             model_cfg = dataclasses.replace(model_cfg, extra={**model_cfg.extra, **result.chosen})
@@ -155,10 +170,14 @@ def run_training(
             "device": result.device,
             "train_ratings": int(fit_train.nnz),
             "valid_ratings": int(fit_valid.nnz),
+            "resumed_from": result.resumed_from,
+            "world_size": result.world_size,
         }
     seconds_all = time.perf_counter() - t_all
     main_role = next(iter(roles))
     result = fits[main_role]
+    if rank != 0:  # rank 0 evaluates and writes the artifact
+        return TrainOutcome(Path(out), "", {"valid_rmse": result.best_valid_rmse}, result)
     ranking_role = "ranking" if "ranking" in entries else "rating"
     cat = catalog[CATALOG_COLUMNS] if catalog is not None else default_catalog(items)
     artifact = Artifact(
@@ -194,6 +213,8 @@ def run_training(
         metrics.update({f"test_{k_}": v for k_, v in evaluate(scorer, test_df, k).items()})
     artifact.metrics = metrics
     version = save_artifact(artifact, out)
+    if checkpoint_dir is not None:
+        remove_checkpoints(checkpoint_dir, roles)  # the artifact is complete: nothing left to resume
     if progress:
         print(f"artifact {version} written to {out}", file=sys.stderr)
     return TrainOutcome(Path(out), version, metrics, result)

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from movierec.trainer import distributed
+from movierec.trainer.checkpoint import CheckpointSpec, load_checkpoint, run_key, save_checkpoint
 from movierec.trainer.config import ModelConfig, TrainConfig
 from movierec.trainer.device import dense_batch, resolve_device
 from movierec.trainer.losses import MSE_LOSSES, get_loss
@@ -49,6 +51,8 @@ class FitResult:
     stopped_early: bool = False
     best_valid_ndcg: float = float("nan")
     chosen: dict[str, Any] = field(default_factory=dict)  # hyperparameters picked on validation (closed form)
+    resumed_from: int = 0  # the checkpointed epoch this run continued from (0: started from scratch)
+    world_size: int = 1  # data-parallel ranks that trained it
 
 
 VALID_K = 10
@@ -129,12 +133,20 @@ def fit(
     *,
     progress: bool = True,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    checkpoint: CheckpointSpec | None = None,
 ) -> FitResult:
     """Train a model on `train` (users x items); `valid` (same shape) holds held-out ratings for model selection.
 
     Rating models (objective "rating") pick the epoch with the lowest validation RMSE; ranking models the epoch
     with the highest validation NDCG@10; closed-form models pick `extra['l2_grid']` the same way. Item-based
     models (orientation "item") train on the transposed matrix (rows = movies).
+
+    Data parallel: when a `torch.distributed` process group is up, every rank shuffles the rows with the same
+    seeded permutation and takes a strided share of each global mini-batch of `batch_size` rows; each rank's
+    loss is weighted by its share of the batch's rated entries, so the DDP-averaged gradient is the gradient
+    of the whole batch, as on one process. Validation sums (squared errors and counts, or NDCG sums and user
+    counts) are all-reduced, so every rank takes the same early-stopping decisions. `checkpoint`: write one
+    every epoch (rank 0, atomically) and, with `resume`, continue from it.
     """
     train_config.validate()
     device = resolve_device(train_config.device)
@@ -146,7 +158,13 @@ def fit(
     if getattr(model, "closed_form", False):
         return _fit_closed_form(model, train, valid if use_valid else None, device)
     if getattr(model, "is_ensemble", False):
-        return _fit_ensemble(model, train, valid if use_valid else None, train_config, progress=progress)
+        return _fit_ensemble(
+            model, train, valid if use_valid else None, train_config, progress=progress, checkpoint=checkpoint
+        )
+    rank, world = distributed.rank(), distributed.world_size()
+    net = distributed.wrap(model, device)  # DDP when a process group is up: broadcasts rank 0's weights
+    if rank > 0:
+        torch.manual_seed(train_config.seed + 7919 * rank)  # dropout differs by rank; shuffling does not
     item_based = getattr(model, "orientation", "user") == "item"
     fit_rows = train.transpose() if item_based else train
     valid_rows = valid.transpose() if (item_based and valid is not None) else valid
@@ -156,25 +174,52 @@ def fit(
     l2 = float(train_config.extra.get("l2", 0.0))
     weights = [p for p in model.parameters() if p.dim() >= 2]
     rows_all = np.flatnonzero(fit_rows.row_lengths() > 0)
-    result = FitResult(model=model, device=str(device))
+    result = FitResult(model=model, device=str(device), world_size=world)
     best_state: dict[str, torch.Tensor] | None = None
     best = math.inf
     since_best = 0
-    start = time.perf_counter()
-    bar = tqdm(range(1, train_config.epochs + 1), desc="train", unit="epoch", disable=not progress, file=sys.stderr)
+    first_epoch = 1
+    key = run_key(train, model_config, train_config) if checkpoint is not None else ""
+    if checkpoint is not None and checkpoint.resume:
+        state = load_checkpoint(checkpoint.path, key)
+        if state is None:
+            if progress:
+                print(f"no checkpoint at {checkpoint.path}: training from epoch 1", file=sys.stderr)
+        else:
+            best, since_best, best_state = _restore(state, model, optimizer, generator, result, device, rank, world)
+            first_epoch = result.resumed_from + 1
+    start = time.perf_counter() - result.seconds
+    bar = tqdm(
+        range(first_epoch, train_config.epochs + 1), desc="train", unit="epoch", disable=not progress,
+        file=sys.stderr, initial=first_epoch - 1, total=train_config.epochs,
+    )
     for epoch in bar:
+        if result.stopped_early:  # resumed from a run that had already stopped
+            break
         t0 = time.perf_counter()
-        model.train()
+        net.train()  # the DDP wrapper and the model
         order = rows_all[torch.randperm(rows_all.size, generator=generator).numpy()]
         loss_sum, count = 0.0, 0
         for b in range(0, order.size, train_config.batch_size):
-            rows = order[b : b + train_config.batch_size]
-            x = dense_batch(fit_rows, rows, device)
+            batch = order[b : b + train_config.batch_size]
+            rows = batch[rank::world]
+            padded = rows.size == 0  # fewer rows than ranks: take part with a zero-weight row
+            x = dense_batch(fit_rows, batch[:1] if padded else rows, device)
             optimizer.zero_grad(set_to_none=True)
-            loss, n = loss_fn(model, x, x)
-            if n == 0:
+            loss, n = loss_fn(net, x, x)
+            n = 0 if padded else n
+            n_rows = 0 if padded else int(rows.size)
+            scale, row_scale = 1.0, 1.0
+            if world > 1:
+                n_total, rows_total = distributed.all_reduce_sum([n, n_rows])
+                if n_total == 0:  # the same on every rank: all skip the step together
+                    continue
+                scale, row_scale = n * world / n_total, n_rows * world / rows_total
+            elif n == 0:
                 continue
             data_loss = loss.detach()
+            if scale != 1.0:
+                loss = loss * scale
             if l2:
                 # explicit L2 on weight matrices (AutoRec's lambda/2 * ||W||^2, in mean-loss units)
                 loss = loss + 0.5 * l2 * sum((w * w).sum() for w in weights)
@@ -188,17 +233,19 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 with torch.no_grad():
                     y = model(x).detach()
-                refeed = model(y) - y
-                (refeed * refeed).mean().backward()
+                refeed = net(y) - y
+                refeed_loss = (refeed * refeed).mean()
+                (refeed_loss * row_scale if row_scale != 1.0 else refeed_loss).backward()
                 optimizer.step()
-        train_loss = loss_sum / max(count, 1)
+        loss_sum, counted = distributed.all_reduce_sum([loss_sum, count])
+        train_loss = loss_sum / max(counted, 1.0)
         train_rmse = math.sqrt(train_loss) if mse_loss and train_loss >= 0 else float("nan")
         valid_rmse, valid_ndcg = float("nan"), float("nan")
         if use_valid and valid_rows is not None and valid is not None:
             if objective == "ranking":
-                valid_ndcg = validation_ndcg(model, train, valid, device)
+                valid_ndcg = _valid_ndcg(model, train, valid, device, rank, world)
             else:
-                valid_rmse = pooled_rmse(model, fit_rows, valid_rows, device, fn=model if item_based else None)
+                valid_rmse = _valid_rmse(model, fit_rows, valid_rows, device, item_based, rank, world)
         stats = EpochStats(epoch, train_rmse, valid_rmse, time.perf_counter() - t0, train_loss, valid_ndcg)
         result.history.append(stats)
         if on_epoch is not None:
@@ -216,7 +263,11 @@ def fit(
                 since_best += 1
                 if train_config.patience and since_best >= train_config.patience:
                     result.stopped_early = True
-                    break
+        if checkpoint is not None:
+            result.seconds = time.perf_counter() - start
+            _save(checkpoint, key, epoch, model, optimizer, generator, result, best, since_best, best_state, rank)
+        if result.stopped_early:
+            break
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -229,6 +280,110 @@ def fit(
     model.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _valid_rmse(
+    model: nn.Module, inputs: Csr, targets: Csr, device: torch.device, item_based: bool, rank: int, world: int
+) -> float:
+    """Pooled validation RMSE; with several ranks each scores every `world`-th row and the sums are all-reduced."""
+    fn = model if item_based else None
+    if world == 1:
+        return pooled_rmse(model, inputs, targets, device, fn=fn)
+    rows = np.arange(rank, targets.n_rows, world)
+    sub = targets.rows(rows)
+    sse = 0.0
+    if sub.nnz:
+        pred = np.clip(predict_pairs(model, inputs.rows(rows), sub, device, fn=fn), 1.0, 5.0)
+        sse = float(np.sum((pred.astype(np.float64) - sub.values) ** 2))
+    sse, n = distributed.all_reduce_sum([sse, sub.nnz])
+    return math.sqrt(sse / n) if n else float("nan")
+
+
+def _valid_ndcg(model: nn.Module, inputs: Csr, targets: Csr, device: torch.device, rank: int, world: int) -> float:
+    """Validation NDCG@10 over users; with several ranks a mean of per-rank sums, all-reduced."""
+    if world == 1:
+        return validation_ndcg(model, inputs, targets, device)
+    rows = np.arange(rank, targets.n_rows, world)
+    sub = targets.rows(rows)
+    liked_rows, _, _ = sub.to_coo()
+    users = int(np.unique(liked_rows[sub.values >= RELEVANT_MIN_RATING]).size)
+    total = validation_ndcg(model, inputs.rows(rows), sub, device) * users if users else 0.0
+    total, users_all = distributed.all_reduce_sum([total, users])
+    return total / users_all if users_all else float("nan")
+
+
+def _save(
+    spec: CheckpointSpec,
+    key: str,
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    result: FitResult,
+    best: float,
+    since_best: int,
+    best_state: dict[str, torch.Tensor] | None,
+    rank: int,
+) -> None:
+    """Checkpoint after `epoch` (every rank sends its RNG state; rank 0 writes)."""
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and result.device.startswith("cuda"):
+        rng["cuda"] = torch.cuda.get_rng_state()
+    rngs = distributed.all_gather_object(rng)
+    if rank != 0:
+        return
+    cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_checkpoint(spec.path, {
+        "key": key,
+        "epoch": epoch,
+        "model": cpu,
+        "model_steps": int(getattr(model, "steps", 0)),  # Mult-VAE's KL annealing counter
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        "rng": rngs,
+        "world_size": len(rngs),
+        "best": best,
+        "since_best": since_best,
+        "best_epoch": result.best_epoch,
+        "best_state": None if best_state is None else {k: v.detach().cpu() for k, v in best_state.items()},
+        "stopped_early": result.stopped_early,
+        "seconds": result.seconds,
+        "history": [dataclasses.asdict(h) for h in result.history],
+    })
+
+
+def _restore(
+    state: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    result: FitResult,
+    device: torch.device,
+    rank: int,
+    world: int,
+) -> tuple[float, int, dict[str, torch.Tensor] | None]:
+    """Load a checkpoint into the model, optimizer, RNGs and `result`; returns (best, since_best, best_state)."""
+    model.load_state_dict(state["model"])
+    if isinstance(getattr(model, "steps", None), int):  # a plain counter (Mult-VAE); buffers are in "model"
+        setattr(model, "steps", int(state["model_steps"]))  # noqa: B010
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    rngs = state["rng"]
+    if len(rngs) == world:
+        torch.set_rng_state(rngs[rank]["torch"])
+        if "cuda" in rngs[rank] and device.type == "cuda":
+            torch.cuda.set_rng_state(rngs[rank]["cuda"])
+    else:  # another number of ranks: dropout streams cannot continue, reseed them per rank and epoch
+        torch.manual_seed(int(state["epoch"]) * 1_000_003 + rank)
+    result.history = [EpochStats(**h) for h in state["history"]]
+    result.best_epoch = int(state["best_epoch"])
+    result.stopped_early = bool(state["stopped_early"])
+    result.seconds = float(state["seconds"])
+    result.resumed_from = int(state["epoch"])
+    best_state = state["best_state"]
+    if best_state is not None:
+        best_state = {k: v.to(device) for k, v in best_state.items()}
+    return float(state["best"]), int(state["since_best"]), best_state
 
 
 def _fit_closed_form(model: Any, train: Csr, valid: Csr | None, device: torch.device) -> FitResult:
@@ -264,7 +419,13 @@ def _fit_closed_form(model: Any, train: Csr, valid: Csr | None, device: torch.de
 
 
 def _fit_ensemble(
-    model: Any, train: Csr, valid: Csr | None, train_config: TrainConfig, *, progress: bool
+    model: Any,
+    train: Csr,
+    valid: Csr | None,
+    train_config: TrainConfig,
+    *,
+    progress: bool,
+    checkpoint: CheckpointSpec | None = None,
 ) -> FitResult:
     """Fit each member on (train, valid), then the blend weights by least squares on the validation ratings."""
     start = time.perf_counter()
@@ -275,7 +436,9 @@ def _fit_ensemble(
         tcfg = TrainConfig.from_dict({**spec.get("train", {}), "device": train_config.device})
         # the ensemble's own `epochs` caps its members' (so a quick run of the ensemble is quick)
         tcfg = dataclasses.replace(tcfg, epochs=min(tcfg.epochs, train_config.epochs))
-        member_result = fit(train, valid, model.member_configs[i], tcfg, progress=progress)
+        member_ckpt = checkpoint.member(f"member{i}") if checkpoint is not None else None
+        member_result = fit(train, valid, model.member_configs[i], tcfg, progress=progress, checkpoint=member_ckpt)
+        result.resumed_from = max(result.resumed_from, member_result.resumed_from)
         member = member_result.model
         model.members[i].load_state_dict(member.state_dict())
         result.history += member_result.history

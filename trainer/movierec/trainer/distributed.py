@@ -1,0 +1,140 @@
+"""Data-parallel training: process-group helpers for `fit`, and the entry point torchrun starts.
+
+    torchrun --nproc-per-node 2 -m movierec.trainer.distributed <the arguments of `movierec train`>
+    movierec train --nproc 2 ...        # the same, through `python -m torch.distributed.run --standalone`
+
+Each rank loads the (sparse) ratings, trains the same model wrapped in DistributedDataParallel on its share
+of every mini-batch of users (gloo on CPU, nccl on CUDA), and takes part in validation on its share of the
+validation users; only rank 0 writes checkpoints and the artifact. Without an initialized process group
+every helper here answers as a single process (rank 0 of 1), so `fit` has one code path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def _comm_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum(values: Sequence[float]) -> list[float]:
+    """Element-wise sum of `values` over all ranks (float64); the values themselves on a single process."""
+    if not is_distributed():
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return [float(v) for v in t.cpu().tolist()]
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """`obj` of every rank, by rank; `[obj]` on a single process."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+class DDP(DistributedDataParallel):
+    """DistributedDataParallel that also exposes the wrapped model's attributes (`kl`, `beta()`, ...), which
+    the losses read, so a loss sees the same object with or without data parallelism."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "module":  # not set yet (inside DistributedDataParallel.__init__)
+                raise
+            return getattr(self.module, name)
+
+
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` wrapped in DDP when a process group is up (its weights are broadcast from rank 0), else itself."""
+    if not is_distributed():
+        return model
+    ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    # No buffer of these models changes during training, so there is nothing to broadcast every step.
+    return DDP(model, device_ids=ids, broadcast_buffers=False)
+
+
+def unsupported_reason(preset_name: str, kinds: Iterable[str]) -> str | None:
+    """Why a preset whose models are of `kinds` cannot train data-parallel (None when it can).
+
+    Data parallelism applies to models trained by gradient steps in `fit`; closed-form models (EASE,
+    most-popular) and least-squares ensembles (the `ensemble` and `best` presets) are refused.
+    """
+    from movierec.trainer.model import MODEL_TYPES
+
+    for kind in kinds:
+        factory = MODEL_TYPES.get(kind)
+        if getattr(factory, "closed_form", False) or getattr(factory, "is_ensemble", False):
+            return (
+                f"preset {preset_name!r} includes a {kind!r} model, which is not trained by gradient steps; "
+                "--nproc supports classic, deep-ae, dae, mult-dae, mult-vae and iautorec: "
+                f"train {preset_name!r} without --nproc"
+            )
+    return None
+
+
+def backend_for(device: str | None) -> str:
+    """nccl when the run will use CUDA, gloo otherwise."""
+    wants_cuda = device in (None, "auto", "cuda") and torch.cuda.is_available()
+    return "nccl" if wants_cuda and dist.is_nccl_available() else "gloo"
+
+
+def init_from_env(device: str | None) -> None:
+    """Join the process group described by torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...)."""
+    backend = backend_for(device)
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """torchrun's entry point: the arguments of `movierec train`, trained data-parallel."""
+    from movierec.cli import build_parser
+    from movierec.cli import main as cli_main
+
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if "WORLD_SIZE" not in os.environ:
+        print("movierec.trainer.distributed: start me with torchrun (or use `movierec train --nproc N`)",
+              file=sys.stderr)
+        return 2
+    args = build_parser().parse_args(["train", *args_list])
+    init_from_env(args.device)
+    try:
+        return cli_main(["train", *args_list])
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
