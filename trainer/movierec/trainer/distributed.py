@@ -118,6 +118,25 @@ def init_from_env(device: str | None) -> None:
     dist.init_process_group(backend=backend)
 
 
+def die_with_parent() -> None:
+    """torchrun starts every rank in a session of its own, so a SIGKILLed torchrun would leave its ranks
+    training on (and racing a resumed run for the checkpoint and the artifact). On Linux, have the kernel
+    SIGKILL this process when its parent dies; elsewhere do nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """torchrun's entry point: the arguments of `movierec train`, trained data-parallel."""
     from movierec.cli import build_parser
@@ -128,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("movierec.trainer.distributed: start me with torchrun (or use `movierec train --nproc N`)",
               file=sys.stderr)
         return 2
+    die_with_parent()
     args = build_parser().parse_args(["train", *args_list])
     init_from_env(args.device)
     try:
