@@ -44,7 +44,8 @@ def in_process(artifact: Path, device: str, n_users: int, chunk: int, k: int) ->
 def end_to_end(
     artifact: Path, device: str, n_users: int, chunk: int, k: int, total_users: int
 ) -> dict[str, Any]:
-    proc, port = start_server(movierec_serve(artifact, device))
+    # a bulk-dedicated server: torch's default intra-op threads, as the in-process run above uses
+    proc, port = start_server(movierec_serve(artifact, device, "--torch-threads", "0"))
     try:
         server_rss_before = proc_kib(proc.pid, "VmRSS")
         with tempfile.TemporaryDirectory() as tmp:

@@ -77,6 +77,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         self.denied = 0  # UNAUTHENTICATED answers
         self.malformed = 0  # requests that did not parse
         self.streams_refused = 0
+        # Wrapped handlers per method: the servicer's handlers are fixed, so wrap each once, not per call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     @property
     def token_count(self) -> int:
@@ -121,7 +123,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             )
         if not method.startswith(GUARDED_PREFIX):
             return handler
-        return self._wrap(handler, method)
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[method] = (handler, self._wrap(handler, method))
+        return cached[1]
 
     def _wrap(self, h: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         guard = self
