@@ -97,7 +97,7 @@ def unsupported_reason(preset_name: str, kinds: Iterable[str]) -> str | None:
         factory = MODEL_TYPES.get(kind)
         if getattr(factory, "closed_form", False) or getattr(factory, "is_ensemble", False):
             return (
-                f"preset {preset_name!r} includes a {kind!r} model, which is not trained by gradient steps; "
+                f"preset {preset_name!r} includes model kind {kind!r}, which is not trained by gradient steps; "
                 "--nproc supports classic, deep-ae, dae, mult-dae, mult-vae and iautorec: "
                 f"train {preset_name!r} without --nproc"
             )
