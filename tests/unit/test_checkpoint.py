@@ -154,3 +154,29 @@ def test_resume_refuses_another_run_and_starts_fresh_without_checkpoint(tiny_rat
     longer = fit(tr, va, mcfg, TrainConfig(**{**tcfg.to_dict(), "epochs": 3}), progress=False,
                  checkpoint=CheckpointSpec(tmp_path / "r.pt", resume=True))  # more epochs: same run, continued
     assert longer.resumed_from == 2 and len(longer.history) == 3
+
+
+def test_run_training_resumes_a_killed_single_process_run(tiny_ratings, tmp_path: Path, monkeypatch) -> None:
+    from movierec.trainer import pipeline
+    from movierec.trainer.artifact import load_artifact
+    from movierec.trainer.config import get_preset
+
+    train, test, catalog = tiny_ratings
+    overrides = {"train": {"epochs": 6, "batch_size": 16, "lr": 0.01, "device": "cpu", "patience": 0}}
+    out, ckpt = tmp_path / "art", tmp_path / "art.ckpt"
+    real_fit = pipeline.fit
+
+    def dying_fit(*args, **kwargs):  # type: ignore[no-untyped-def]
+        return real_fit(*args, **kwargs, on_epoch=_kill_during(4))
+
+    monkeypatch.setattr(pipeline, "fit", dying_fit)
+    with pytest.raises(Killed):
+        pipeline.run_training(train, test, catalog, get_preset("classic"), out, overrides=overrides,
+                              progress=False, checkpoint_dir=ckpt)
+    monkeypatch.undo()
+    assert not out.exists() and (ckpt / "rating.pt").is_file()
+    pipeline.run_training(train, test, catalog, get_preset("classic"), out, overrides=overrides,
+                          progress=False, checkpoint_dir=ckpt, resume=True)
+    training = load_artifact(out).meta["training"]
+    assert (training["resumed_from"], training["epochs_run"], training["world_size"]) == (3, 6, 1)
+    assert not ckpt.exists()  # nothing left to resume once the artifact is written
