@@ -62,6 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--faithful", action="store_true",
                    help="run the classic notebook's one-user-at-a-time loop instead (reproduction/timing only)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: half the CPUs; ranks of --nproc: OMP_NUM_THREADS, 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.add_argument("--nproc", type=int, default=1,
@@ -146,6 +148,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError(f"--nproc must be >= 1, got {args.nproc}")
     if args.nproc > 1 and not distributed.is_distributed():
         return _train_data_parallel(args)
+    if args.threads is not None or not distributed.is_distributed():
+        from movierec.trainer.device import configure_threads
+
+        configure_threads(args.threads)
     train_path, test_path, catalog_path, dataset = _training_files(args)
     train_df = load_ratings(train_path)
     test_df = load_ratings(test_path) if test_path is not None else None
@@ -196,7 +202,8 @@ def _forwarded_args(args: argparse.Namespace) -> list[str]:
                         ("--dataset", args.dataset), ("--split", args.split), ("--data-dir", args.data_dir),
                         ("--out", args.out), ("--preset", args.preset), ("--config", args.config),
                         ("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--lr", args.lr),
-                        ("--seed", args.seed), ("--device", args.device), ("--checkpoint-dir", args.checkpoint_dir)):
+                        ("--seed", args.seed), ("--device", args.device), ("--checkpoint-dir", args.checkpoint_dir),
+                        ("--threads", args.threads)):
         if value is not None:
             out += [flag, str(value)]
     out += [flag for flag, on in (("--quiet", args.quiet), ("--json", args.json), ("--resume", args.resume)) if on]
