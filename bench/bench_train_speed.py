@@ -20,6 +20,7 @@ import torch
 
 from movierec.trainer.config import CLASSIC
 from movierec.trainer.data import dataset_split_files, fetch_dataset, load_ratings
+from movierec.trainer.device import configure_threads
 from movierec.trainer.faithful import train_faithful
 from movierec.trainer.pipeline import run_training
 
@@ -30,7 +31,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("bench/results/train_speed.json"))
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for both loops (default: as movierec train)")
     args = ap.parse_args()
+    configure_threads(args.threads)
     if not (args.data_dir / "ml-100k").is_dir():
         fetch_dataset("ml-100k", args.data_dir)
     files = dataset_split_files("ml-100k", args.data_dir, "u1")
