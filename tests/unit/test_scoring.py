@@ -68,3 +68,28 @@ def test_evaluation_counts_and_handles_unknown_ids(scorer: Scorer) -> None:
     assert pred[3] == pytest.approx(scorer.global_mean)
     m = rating_metrics(scorer, test)
     assert m["ratings"] == 4 and np.isfinite(m["rmse"])
+
+
+def test_thread_policy_reaches_worker_threads(scorer: Scorer) -> None:
+    """OpenMP thread counts are per OS thread: the scorer applies the process's choice in whatever thread
+    calls it (the server scores in a worker thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from movierec.trainer.device import configure_threads
+
+    before = torch.get_num_threads()
+    try:
+        configure_threads(1)
+
+        def in_worker() -> tuple[int, int]:
+            start = torch.get_num_threads()
+            scorer.recommend_users([0], 3)
+            return start, torch.get_num_threads()
+
+        with ThreadPoolExecutor(1) as pool:
+            _, after_scoring = pool.submit(in_worker).result()
+        assert after_scoring == 1
+    finally:
+        configure_threads(before)

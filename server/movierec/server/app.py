@@ -115,10 +115,10 @@ async def serve(settings: ServerSettings) -> None:
     """Load, warm up, serve until SIGTERM/SIGINT, shut down gracefully; reload the model on change/SIGHUP."""
     t0 = time.perf_counter()
     log.info("movierec server starting: %s", settings.describe())
-    if settings.torch_threads:
-        import torch
+    if settings.torch_threads:  # applied in every thread that scores (see device.apply_thread_policy)
+        from movierec.trainer.device import configure_threads
 
-        torch.set_num_threads(settings.torch_threads)
+        configure_threads(settings.torch_threads)
     manager = ModelManager(settings.artifact, device=settings.device)
     scorer, served = await asyncio.to_thread(manager.load_initial)
     server = RecommenderServer(scorer, settings)

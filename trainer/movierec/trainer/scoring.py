@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from movierec.trainer.artifact import Artifact, load_artifact
-from movierec.trainer.device import coo_tensors, dense_rows, resolve_device
+from movierec.trainer.device import apply_thread_policy, coo_tensors, dense_rows, resolve_device
 from movierec.trainer.model import build_model
 from movierec.trainer.sparse import Csr, IdMap
 
@@ -127,6 +127,7 @@ class Scorer:
         """
         if inputs.n_cols != self.n_items:
             raise ValueError(f"inputs have {inputs.n_cols} columns, the model has {self.n_items} movies")
+        apply_thread_policy()
         k = min(int(k), self.n_items)
         x = dense_rows(inputs, self.device)
         scores = model_scores(self.ranking_model, x).float()
@@ -156,6 +157,7 @@ class Scorer:
             raise ValueError(f"targets have {targets.n_rows} rows, inputs {inputs.n_rows}")
         if targets.nnz == 0:
             return np.zeros(0, dtype=np.float32)
+        apply_thread_policy()
         if "rating" not in self._models:
             # A top-N model alone (Mult-VAE, EASE) scores preferences, not ratings: answer each movie's mean
             # training rating rather than a meaningless clipped score.
