@@ -6,11 +6,16 @@ The movierec recommendation service.
 Errors are reported with standard gRPC status codes; the status message names the offending field and
 the allowed range:
 - NOT_FOUND: a user id the model does not know (Recommend).
-- INVALID_ARGUMENT: empty request, too many users in one call, k <= 0 or k above the catalog size,
-  a movie id not in the catalog, a duplicate movie id, a rating that is not finite or outside [1, 5],
-  a request whose response would exceed the message size limit.
+- INVALID_ARGUMENT: empty request, too many users in one call, k <= 0 or k above
+  ServerLimits.max_k (at most the catalog size), a movie id not in the catalog, a duplicate movie id,
+  a rating that is not finite or outside [1, 5], a request whose response would exceed the message size
+  limit, bytes that are not a valid request message (the message starts with "request:").
 - DEADLINE_EXCEEDED: the deadline passed before the request was scored (the work is skipped).
-- RESOURCE_EXHAUSTED: the server's request queue is full; retry later with backoff.
+- RESOURCE_EXHAUSTED: the server's request queue is full, a request over the message size limit, or
+  too many streaming calls open at once (ServerLimits); retry later with backoff.
+- UNAUTHENTICATED: the server requires a bearer token (metadata "authorization: Bearer <token>") and
+  the call had none or a wrong one. The grpc.health.v1 service never needs one.
+- FAILED_PRECONDITION: ScoreAll resumed with a cursor of another model version.
 - UNAVAILABLE: the server is starting or shutting down.
 """
 

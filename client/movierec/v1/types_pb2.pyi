@@ -276,7 +276,7 @@ class ServerLimits(_message.Message):
     max_users_per_call: _builtins.int
     """Most users (Recommend) or rating vectors (RecommendForRatings) in one request."""
     max_k: _builtins.int
-    """Largest K: the catalog size."""
+    """Largest K: the smaller of the server's --max-k (default 1000) and the catalog size."""
     max_message_bytes: _builtins.int
     """Largest request or response message in bytes, on the server side."""
     max_batch_size: _builtins.int
