@@ -451,8 +451,99 @@ class Ensemble(nn.Module):
         return out
 
 
+class KNNBaseline(nn.Module):
+    """Item-item neighbourhood model on baseline residuals (Koren 2008's kNN-baseline), solved in closed form.
+
+    Baseline b_ui = mu + b_u + b_i with ridge biases fitted by alternating closed-form steps (`reg_item`,
+    `reg_user`). Residuals e_ui = r_ui - b_ui give a shrunk Pearson-baseline similarity between movies:
+    s_ij = rho_ij * n_ij / (n_ij + shrink) (rho over the n_ij users who rated both), raised to `power`;
+    each movie keeps its `neighbors` most similar movies (positive similarities only). Prediction:
+        r_ui = b_ui + sum_j s_ij e_uj / (sum_j s_ij + l2),   j over the user's rated neighbours of i,
+    so users with few rated neighbours of i are shrunk toward the baseline (`l2`). Everything depends on the
+    input row only (b_u is recomputed from it given the item biases), so new users fold in exactly.
+    """
+
+    orientation = "user"
+    objective = "rating"
+    closed_form = True
+    mu: torch.Tensor
+    item_bias: torch.Tensor
+    sim: torch.Tensor
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        ex = config.extra
+        self.l2 = float(ex.get("l2", 1.0))
+        self.reg_item = float(ex.get("reg_item", 10.0))
+        self.reg_user = float(ex.get("reg_user", 15.0))
+        self.shrink = float(ex.get("shrink", 100.0))
+        self.power = float(ex.get("power", 1.0))
+        self.neighbors = int(ex.get("neighbors", 100))
+        self.bias_steps = int(ex.get("bias_steps", 10))
+        n = config.n_items
+        self.register_buffer("mu", torch.zeros(()))
+        self.register_buffer("item_bias", torch.zeros(n))
+        self.register_buffer("sim", torch.zeros(n, n))
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def solve(self, train: Csr, l2: float | None = None) -> None:
+        if l2 is not None:
+            self.l2 = float(l2)
+        n_u, n_i = train.n_rows, self.config.n_items
+        r, c, v = train.to_coo()
+        v = v.astype(np.float64)
+        mu = float(v.mean()) if v.size else 0.0
+        cnt_i = np.bincount(c, minlength=n_i)
+        cnt_u = np.bincount(r, minlength=n_u)
+        bu, bi = np.zeros(n_u), np.zeros(n_i)
+        for _ in range(max(self.bias_steps, 1)):
+            bi = np.bincount(c, v - mu - bu[r], minlength=n_i) / (self.reg_item + cnt_i)
+            bu = np.bincount(r, v - mu - bi[c], minlength=n_u) / (self.reg_user + cnt_u)
+        e = torch.zeros(n_u, n_i, dtype=torch.float64)
+        m = torch.zeros(n_u, n_i, dtype=torch.float64)
+        rt, ct = torch.from_numpy(r), torch.from_numpy(c)
+        e[rt, ct] = torch.from_numpy(v - mu - bu[r] - bi[c])
+        m[rt, ct] = 1.0
+        num = e.T @ e
+        sq = (e * e).T @ m  # sq[i, j]: sum of e_ui^2 over the users who rated both i and j
+        den = torch.sqrt(sq * sq.T)
+        rho = torch.where(den > 0, num / den.clamp_min(1e-12), torch.zeros_like(num))
+        common = m.T @ m
+        s = rho * common / (common + self.shrink)
+        s.fill_diagonal_(0.0)
+        s = s.clamp_min(0.0).pow(self.power)
+        k = min(self.neighbors, n_i)
+        top = torch.topk(s, k, dim=1)
+        kept = torch.zeros_like(s).scatter_(1, top.indices, top.values)
+        self.mu.fill_(mu)
+        self.item_bias.copy_(torch.from_numpy(bi).float())
+        self.sim.copy_(kept.float())
+
+    def finalize(self, full: Csr) -> None:
+        self.solve(full)
+
+    def baseline(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b_ui for every movie, rated mask) for a batch of rating rows; b_u is the ridge step given b_i."""
+        rated = (x != 0).to(x.dtype)
+        resid = (x - self.mu - self.item_bias) * rated
+        bu = resid.sum(dim=1, keepdim=True) / (self.reg_user + rated.sum(dim=1, keepdim=True))
+        return self.mu + bu + self.item_bias, rated
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base, rated = self.baseline(x)
+        e = (x - base) * rated
+        return base + (e @ self.sim.T) / (rated @ self.sim.T + self.l2)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+
 MODEL_TYPES.update(
-    {"iautorec": IAutoRec, "multvae": MultVAE, "ease": EASE, "popular": Popularity, "ensemble": Ensemble}
+    {
+        "iautorec": IAutoRec, "multvae": MultVAE, "ease": EASE, "popular": Popularity, "ensemble": Ensemble,
+        "knn-baseline": KNNBaseline,
+    }
 )
 
 
