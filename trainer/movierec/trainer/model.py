@@ -119,6 +119,9 @@ class IAutoRec(nn.Module):
     key_weights: torch.Tensor
     item_codes: torch.Tensor
     user_keys: torch.Tensor
+    steps: torch.Tensor
+    encoder: nn.Linear
+    decoder: nn.Linear
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -435,8 +438,9 @@ class Ensemble(nn.Module):
         the blend weights fitted there."""
         refit = bool(self.config.extra.get("refit_full", False))
         for i, member in enumerate(self.members):
-            if refit and hasattr(member, "refit"):
-                member.refit(full, TrainConfig.from_dict(self.config.extra["members"][i].get("train", {})))
+            member_refit = getattr(member, "refit", None) if refit else None
+            if member_refit is not None:
+                member_refit(full, TrainConfig.from_dict(self.config.extra["members"][i].get("train", {})))
             fin = getattr(member, "finalize", None)
             if fin is not None:
                 fin(full)
