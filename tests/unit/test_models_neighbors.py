@@ -70,3 +70,22 @@ def test_knn_baseline_keeps_top_neighbors_and_beats_the_bias_baseline(tiny_ratin
     res = fit(tr, va, cfg, TrainConfig(epochs=1, device="cpu"), progress=False)
     assert int((res.model.sim > 0).sum(dim=1).max()) <= 10
     assert pooled_rmse(res.model, tr, va, torch.device("cpu")) < _bias_only_rmse(tr, va)
+
+
+def test_ease_sparse_and_dense_inputs_score_alike() -> None:
+    """EASE multiplies sparse rating rows as a sparse matrix; the answer must equal the dense product."""
+    import torch
+
+    from movierec.trainer.config import ModelConfig
+    from movierec.trainer.model import EASE
+
+    model = EASE(ModelConfig(kind="ease", n_items=40))
+    torch.manual_seed(0)
+    model.weights.copy_(torch.randn(40, 40))
+    sparse_rows = torch.zeros(3, 40)
+    sparse_rows[0, [1, 5]] = torch.tensor([4.0, 2.0])
+    sparse_rows[2, 7] = 5.0
+    dense_rows = torch.rand(2, 40) * 4 + 1
+    for x in (sparse_rows, dense_rows):
+        expected = (x != 0).float() @ model.weights
+        torch.testing.assert_close(model.scores(x), expected, rtol=1e-5, atol=1e-5)
