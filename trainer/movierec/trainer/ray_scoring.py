@@ -137,7 +137,12 @@ def score_all_ray(
     try:
         gpus = float(ray.cluster_resources().get("GPU", 0))
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        pool = workers or max(1, min(len(todo) or 1, int(gpus) if gpus and device != "cpu" else cpus))
+        # GPU actors when the cluster has GPUs (unless --device cpu); CPU actors otherwise
+        if device.startswith("cuda") and gpus == 0:
+            raise ValueError("device 'cuda' requested but the Ray cluster has no GPU; use --device cpu or auto")
+        use_gpu = gpus > 0 and device != "cpu"
+        actor_device = "cuda" if use_gpu else "cpu"
+        pool = workers or max(1, min(len(todo) or 1, int(gpus) if use_gpu else cpus))
         t0 = time.perf_counter()
         if todo:
             ds = ray.data.from_items([{"block": b} for b in todo], override_num_blocks=min(len(todo), pool * 4))
@@ -145,10 +150,10 @@ def score_all_ray(
                 BlockScorer,
                 fn_constructor_kwargs={"artifact": str(Path(artifact).resolve()), "k": k, "out_dir": str(out.resolve()),
                                        "block_users": block_users,
-                                       "device": device if not gpus else ("cuda" if device != "cpu" else "cpu")},
+                                       "device": actor_device},
                 batch_size=1,
                 compute=ray.data.ActorPoolStrategy(size=pool),
-                num_gpus=1 if gpus and device != "cpu" else 0,
+                num_gpus=1 if use_gpu else 0,
                 num_cpus=1,
                 batch_format="numpy",
             )
