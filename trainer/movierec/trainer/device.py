@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 
 import numpy as np
 import torch
@@ -27,6 +28,19 @@ def resolve_device(name: str) -> torch.device:
 def coo_tensors(matrix: Csr, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r, c, v = matrix.to_coo()
     return (torch.from_numpy(r).to(device), torch.from_numpy(c).to(device), torch.from_numpy(v).to(device))
+
+
+def csr_tensor(matrix: Csr, device: torch.device, *, binary: bool = False) -> torch.Tensor:
+    """The matrix as a torch sparse CSR tensor on `device` (values 1.0 where nonzero when `binary`)."""
+    values = (matrix.values != 0).astype(np.float32) if binary else matrix.values.astype(np.float32, copy=False)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": matmul with a dense matrix is all we use
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(matrix.indptr).to(device),
+            torch.from_numpy(matrix.indices).to(device),
+            torch.from_numpy(values).to(device),
+            size=(matrix.n_rows, matrix.n_cols),
+        )
 
 
 def dense_rows(matrix: Csr, device: torch.device) -> torch.Tensor:

@@ -19,11 +19,18 @@ import torch
 from torch import nn
 
 from movierec.trainer.artifact import Artifact, load_artifact
-from movierec.trainer.device import apply_thread_policy, coo_tensors, dense_rows, resolve_device
-from movierec.trainer.model import build_model
+from movierec.trainer.device import apply_thread_policy, coo_tensors, csr_tensor, dense_rows, resolve_device
+from movierec.trainer.model import SPARSE_INPUT_DENSITY, build_model
 from movierec.trainer.sparse import Csr, IdMap
 
 RATING_MIN, RATING_MAX = 1.0, 5.0
+
+
+def _sparse_ranking(model: nn.Module, inputs: Csr) -> bool:
+    """Whether `model` scores sparse rows itself (`scores_rated`) and `inputs` is sparse enough to gain."""
+    if not callable(getattr(model, "scores_rated", None)) or inputs.n_rows == 0 or inputs.n_cols == 0:
+        return False
+    return inputs.nnz < SPARSE_INPUT_DENSITY * inputs.n_rows * inputs.n_cols
 
 
 def model_scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -129,10 +136,18 @@ class Scorer:
             raise ValueError(f"inputs have {inputs.n_cols} columns, the model has {self.n_items} movies")
         apply_thread_policy()
         k = min(int(k), self.n_items)
-        x = dense_rows(inputs, self.device)
-        scores = model_scores(self.ranking_model, x).float()
         neg_inf = float("-inf")
-        scores.masked_fill_(x != 0, neg_inf)
+        if _sparse_ranking(self.ranking_model, inputs):
+            # Sparse rows straight into the model (EASE): no dense batch; rated movies masked by scatter.
+            rated = csr_tensor(inputs, self.device, binary=True)
+            scores = getattr(self.ranking_model, "scores_rated")(rated).float()  # noqa: B009 (a module's method)
+            r, c, v = coo_tensors(inputs, self.device)
+            nz = v != 0
+            scores[r[nz], c[nz]] = neg_inf
+        else:
+            x = dense_rows(inputs, self.device)
+            scores = model_scores(self.ranking_model, x).float()
+            scores.masked_fill_(x != 0, neg_inf)
         if exclude is not None and exclude.nnz:
             r, c, _ = coo_tensors(exclude, self.device)
             scores[r, c] = neg_inf
@@ -143,8 +158,10 @@ class Scorer:
                 r, c, _ = coo_tensors(include, self.device)
                 restricted[r, c] = False
             scores.masked_fill_(restricted, neg_inf)
-        scores.masked_fill_(torch.isnan(scores), neg_inf)
         values, idx = torch.topk(scores, k, dim=1)
+        if bool(torch.isnan(values).any()):  # topk ranks NaN first: a broken score is never recommended
+            scores.masked_fill_(torch.isnan(scores), neg_inf)
+            values, idx = torch.topk(scores, k, dim=1)
         values_np = values.cpu().numpy().astype(np.float32, copy=False)
         idx_np = idx.cpu().numpy().astype(np.int64, copy=False)
         idx_np[np.isneginf(values_np)] = -1
