@@ -121,3 +121,42 @@ def test_failed_step_fails_every_caller_and_batcher_goes_on() -> None:
             await b.submit(4)
 
     asyncio.run(main())
+
+
+def test_jobs_that_waited_through_a_model_step_do_not_wait_again() -> None:
+    """The fill window counts from the oldest job's arrival: under load, nothing waits twice."""
+
+    async def main() -> None:
+        b, seen = make(delay_s=0.5, step_s=0.6)
+        b.start()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        first = asyncio.ensure_future(b.submit(1))
+        await asyncio.sleep(0.05)  # job 1 runs alone (light load); 2 and 3 queue behind it
+        second = asyncio.ensure_future(b.submit(2))
+        third = asyncio.ensure_future(b.submit(3))
+        assert await first == 10
+        assert await second == 20 and await third == 30
+        # 2 and 3 waited 0.55 s (> 0.5) during job 1's step: they run at once, done at ~1.2 s.
+        # A window counted from the end of job 1's step would hold them until ~1.1 s: done at ~1.7 s.
+        assert loop.time() - t0 < 1.45
+        assert seen == [[1], [2, 3]]
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_run_batch_may_fail_one_job_alone() -> None:
+    async def main() -> None:
+        def run(jobs: Sequence[int]) -> list[object]:
+            return [RequestError(ErrorCode.NOT_FOUND, f"job {j}") if j < 0 else j * 10 for j in jobs]
+
+        b: DynamicBatcher[int, int] = DynamicBatcher(run, max_batch_size=8, max_delay_s=0.05, max_queue_size=8)  # type: ignore[arg-type]
+        b.start()
+        out = await asyncio.gather(b.submit(1), b.submit(-2), b.submit(3), return_exceptions=True)
+        assert out[0] == 10 and out[2] == 30
+        assert isinstance(out[1], RequestError) and out[1].code == ErrorCode.NOT_FOUND
+        assert b.stats.requests_served == 2 and b.stats.batches_run == 1
+        await b.stop()
+
+    asyncio.run(main())

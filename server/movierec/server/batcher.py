@@ -1,10 +1,15 @@
 """A generic dynamic batcher: coalesce concurrent requests into one model step.
 
-Requests from every connection go into one bounded asyncio queue. A single worker task takes the first
-waiting job, then (unless the server is lightly loaded: the previous step served one caller and nobody is
-waiting, when it runs at once) more until `max_batch_size` rows are gathered or `max_delay_s` has passed, drops jobs whose
-caller gave up (cancelled) or whose deadline passed, and runs `run_batch` on the survivors in a worker
-thread, so the event loop never blocks on the model. Results (or the exception) go back to each caller.
+Requests from every connection go into one bounded queue. A single worker task takes every job waiting (up to
+`max_batch_size` rows) as soon as the model is free. Only when fewer rows are waiting, and the server is
+busy (the previous step served more than one caller), does it wait for company: until the *oldest* job of the
+batch has waited `max_delay_s` (as Triton's `max_queue_delay`), so under sustained load, when jobs already
+waited through the previous model step, nothing waits twice. It drops jobs whose caller gave up (cancelled) or
+whose deadline passed, and runs `run_batch` on the survivors in a worker thread, so the event loop never
+blocks on the model. Results (or the exception) go back to each caller; `run_batch` may also answer a single
+job with an exception instance (that job fails, the others succeed).
+
+Per request it costs one future and a deque append: no asyncio.Queue, no `wait_for` task per job.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,12 +51,13 @@ class BatcherStats:
         del self.batch_sizes[:-1000]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending(Generic[J, R]):
     job: J
     rows: int
     deadline: float | None  # loop.time() based
     future: asyncio.Future[R]
+    queued_at: float  # loop.time() when submitted
 
 
 class DynamicBatcher(Generic[J, R]):
@@ -75,10 +82,11 @@ class DynamicBatcher(Generic[J, R]):
         self._rows_of = rows_of
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="movierec-model")
-        self._queue: asyncio.Queue[_Pending[J, R]] | None = None
-        self._carry: _Pending[J, R] | None = None
-        self._last_jobs = 0  # callers served by the previous model step (load signal for _gather)
+        self._queue: deque[_Pending[J, R]] = deque()
+        self._arrival: asyncio.Future[None] | None = None  # set while the worker waits for a job
+        self._running = False  # submit() accepts jobs between start() and stop()
         self._worker: asyncio.Task[None] | None = None
+        self._last_jobs = 0  # callers served by the previous model step (load signal for _gather)
         self.stats = BatcherStats()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -86,20 +94,19 @@ class DynamicBatcher(Generic[J, R]):
         """Start the worker on the running loop."""
         if self._worker is not None:
             return
-        self._queue = asyncio.Queue(maxsize=self.max_queue_size)
+        self._running = True
         self._worker = asyncio.get_running_loop().create_task(self._work(), name="movierec-batcher")
 
     async def stop(self) -> None:
         """Stop the worker; jobs still queued fail with UNAVAILABLE."""
+        self._running = False
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
-        leftovers = [self._carry] if self._carry else []
-        self._carry = None
-        while self._queue is not None and not self._queue.empty():
-            leftovers.append(self._queue.get_nowait())
+        leftovers = list(self._queue)
+        self._queue.clear()
         for p in leftovers:
             if not p.future.done():
                 p.future.set_exception(RequestError(ErrorCode.UNAVAILABLE, "server is shutting down"))
@@ -108,7 +115,7 @@ class DynamicBatcher(Generic[J, R]):
 
     @property
     def queued(self) -> int:
-        return (self._queue.qsize() if self._queue else 0) + (1 if self._carry else 0)
+        return len(self._queue)
 
     # -- callers -----------------------------------------------------------------------------------------
     async def submit(self, job: J, *, deadline: float | None = None) -> R:
@@ -117,57 +124,59 @@ class DynamicBatcher(Generic[J, R]):
         Raises RequestError(RESOURCE_EXHAUSTED) at once when the queue is full, DEADLINE_EXCEEDED when the
         deadline passed before the job was run. Cancelling the awaiting task drops the job if not yet run.
         """
-        if self._queue is None or self._worker is None:
+        if not self._running:
             raise RequestError(ErrorCode.UNAVAILABLE, "server is not serving")
-        loop = asyncio.get_running_loop()
-        pending: _Pending[J, R] = _Pending(job, self._rows_of(job), deadline, loop.create_future())
-        try:
-            self._queue.put_nowait(pending)
-        except asyncio.QueueFull:
+        if len(self._queue) >= self.max_queue_size:
             self.stats.requests_rejected_full += 1
             raise RequestError(
                 ErrorCode.RESOURCE_EXHAUSTED,
                 f"request queue is full ({self.max_queue_size} requests waiting); retry later with backoff",
-            ) from None
-        return await pending.future
+            )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._queue.append(_Pending(job, self._rows_of(job), deadline, future, loop.time()))
+        arrival = self._arrival
+        if arrival is not None and not arrival.done():
+            arrival.set_result(None)
+        return await future
 
-    # -- worker ------------------------------------------------------------------------------------------
-    async def _next(self, timeout: float | None) -> _Pending[J, R] | None:
-        assert self._queue is not None
-        if self._carry is not None:
-            item, self._carry = self._carry, None
-            return item
+    # -- worker ----------------------------------------------------------------------------------------
+    async def _wait_arrival(self, until: float | None) -> None:
+        """Return when a job is queued or (with `until`, in loop time) when that time has come."""
+        if self._queue:
+            return
+        loop = asyncio.get_running_loop()
+        arrival = self._arrival = loop.create_future()
+        timer = None if until is None else loop.call_at(until, _wake, arrival)
         try:
-            return self._queue.get_nowait()
-        except asyncio.QueueEmpty:
-            if timeout is not None and timeout <= 0:
-                return None
-        if timeout is None:
-            return await self._queue.get()
-        try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
-        except TimeoutError:
-            return None
+            await arrival
+        finally:
+            self._arrival = None
+            if timer is not None:
+                timer.cancel()
+
+    def _take(self, batch: list[_Pending[J, R]], rows: int) -> int:
+        """Move queued jobs into `batch` while they fit in `max_batch_size` rows (a first job always fits)."""
+        q = self._queue
+        while q and (not batch or rows + q[0].rows <= self.max_batch_size):
+            p = q.popleft()
+            batch.append(p)
+            rows += p.rows
+        return rows
 
     async def _gather(self) -> list[_Pending[J, R]]:
         loop = asyncio.get_running_loop()
-        first = await self._next(None)
-        assert first is not None
-        batch, rows = [first], first.rows
-        if self._last_jobs <= 1 and self._carry is None and self._queue is not None and self._queue.empty():
+        await self._wait_arrival(None)
+        batch: list[_Pending[J, R]] = []
+        rows = self._take(batch, 0)
+        if self._last_jobs <= 1 and len(batch) == 1:
             # Light load (the last step served a single caller and nobody else is waiting): waiting for
-            # company would only add latency, so run now. Under load, batches fill within max_delay_s.
+            # company would only add latency, so run now.
             return batch
-        until = loop.time() + self.max_delay_s
-        while rows < self.max_batch_size:
-            item = await self._next(until - loop.time())
-            if item is None:
-                break
-            if rows + item.rows > self.max_batch_size:
-                self._carry = item  # first of the next batch
-                break
-            batch.append(item)
-            rows += item.rows
+        until = batch[0].queued_at + self.max_delay_s  # the oldest job waits at most max_delay_s here
+        while rows < self.max_batch_size and not self._queue and loop.time() < until:
+            await self._wait_arrival(until)
+            rows = self._take(batch, rows)
         return batch
 
     def _live(self, batch: list[_Pending[J, R]]) -> list[_Pending[J, R]]:
@@ -213,9 +222,16 @@ class DynamicBatcher(Generic[J, R]):
             self._last_jobs = len(batch)
             self.stats.record_batch(len(batch), sum(p.rows for p in batch))
             for p, r in zip(batch, results, strict=True):
-                if not p.future.done():
+                if p.future.done():
+                    self.stats.requests_dropped_cancelled += 1
+                elif isinstance(r, BaseException):  # this job alone failed (e.g. a bad id found in the batch)
+                    p.future.set_exception(r)
+                else:
                     p.future.set_result(r)
                     self.stats.requests_served += 1
                     self.stats.rows_served += p.rows
-                else:
-                    self.stats.requests_dropped_cancelled += 1
+
+
+def _wake(arrival: asyncio.Future[None]) -> None:
+    if not arrival.done():
+        arrival.set_result(None)
