@@ -78,18 +78,30 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class ScoreJob:
-    """One request's share of a model step: rows of rating vectors plus what to compute for them."""
+    """One request's share of a model step: rows of rating vectors plus what to compute for them.
 
-    inputs: Csr  # rating vectors, dense item indices
+    The rows are either `inputs` (rating vectors sent by the caller) or `users` (dense indices of known users,
+    whose training histories the model step gathers for the whole batch at once).
+    """
+
+    inputs: Csr | None  # rating vectors, dense item indices (None: the histories of `users`)
     k: int  # top-k per row; 0 = none
     exclude: IntArray | None = None  # dense items excluded for every row of this job
     include: IntArray | None = None  # when set: the only candidate items, for every row
     targets: Csr | None = None  # items to predict ratings for, per row
     model: LoadedModel | None = field(default=None, compare=False)  # None = the engine's current model
+    users: IntArray | None = None  # dense user indices, when inputs is None
+
+    def __post_init__(self) -> None:
+        if (self.inputs is None) == (self.users is None):
+            raise ValueError("a ScoreJob has either inputs or users")
 
     @property
     def rows(self) -> int:
-        return self.inputs.n_rows
+        if self.inputs is not None:
+            return self.inputs.n_rows
+        assert self.users is not None
+        return int(self.users.size)
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,8 @@ class ScoreOutput:
     items: IntArray | None  # [rows, k] dense item index, -1 = padding
     scores: FloatArray | None  # [rows, k]
     predictions: FloatArray | None  # [targets.nnz] in targets' order
+    movie_ids: IntArray | None = None  # [rows, k] raw movie ids of items, -1 = padding
+    lengths: IntArray | None = None  # [rows] valid entries per row
 
 
 @dataclass(frozen=True)
@@ -138,15 +152,29 @@ def tiled(items: IntArray | None, rows: int, n_cols: int) -> Csr:
     )
 
 
+def job_inputs(scorer: ScorerLike, jobs: Sequence[ScoreJob]) -> Csr:
+    """The rows of all `jobs`, stacked: one history gather when every job names known users."""
+    if all(j.users is not None for j in jobs):
+        users = [j.users for j in jobs if j.users is not None]
+        return scorer.history.rows(users[0] if len(users) == 1 else np.concatenate(users))
+    return stack_csr(
+        [j.inputs if j.inputs is not None else scorer.history.rows(j.users) for j in jobs],  # type: ignore[arg-type]
+        len(scorer.items),
+    )
+
+
 def run_batch(scorer: ScorerLike, jobs: Sequence[ScoreJob]) -> list[ScoreOutput]:
-    """One model step for many jobs: one `topk` call (k = the largest k) and at most one `predict` call."""
+    """One model step for many jobs: one `topk` call (k = the largest k) and at most one `predict` call.
+
+    Top-k lists come back as dense items, raw movie ids and row lengths, converted once for the whole batch.
+    """
     n_items = len(scorer.items)
-    topk_out: dict[int, tuple[IntArray, FloatArray]] = {}
+    topk_out: dict[int, tuple[IntArray, FloatArray, IntArray, IntArray]] = {}
     ranked = [i for i, j in enumerate(jobs) if j.k > 0]
     if ranked:
         sel = [jobs[i] for i in ranked]
         kmax = max(j.k for j in sel)
-        inputs = stack_csr([j.inputs for j in sel], n_items)
+        inputs = job_inputs(scorer, sel)
         exclude = None
         if any(j.exclude is not None and j.exclude.size for j in sel):
             exclude = stack_csr([tiled(j.exclude, j.rows, n_items) for j in sel], n_items)
@@ -157,15 +185,19 @@ def run_batch(scorer: ScorerLike, jobs: Sequence[ScoreJob]) -> list[ScoreOutput]
         items, scores = scorer.topk(inputs, kmax, exclude=exclude, include=include, include_rows=include_rows)
         items = np.asarray(items, dtype=np.int64)
         scores = np.asarray(scores, dtype=np.float32)
+        valid = items >= 0
+        movie_ids = np.where(valid, scorer.items.raw[np.maximum(items, 0)], -1)
         start = 0
         for i, j in zip(ranked, sel, strict=True):
-            topk_out[i] = (items[start : start + j.rows, : j.k], scores[start : start + j.rows, : j.k])
+            rows, cols = slice(start, start + j.rows), slice(0, j.k)
+            n_valid = valid[rows, cols].sum(axis=1)
+            topk_out[i] = (items[rows, cols], scores[rows, cols], movie_ids[rows, cols], n_valid)
             start += j.rows
     pred_out: dict[int, FloatArray] = {}
     predicted = [i for i, j in enumerate(jobs) if j.targets is not None and j.targets.nnz]
     if predicted:
         sel = [jobs[i] for i in predicted]
-        inputs = stack_csr([j.inputs for j in sel], n_items)
+        inputs = job_inputs(scorer, sel)
         targets = stack_csr([j.targets for j in sel if j.targets is not None], n_items)
         preds = np.asarray(scorer.predict(inputs, targets), dtype=np.float32)
         start = 0
@@ -175,11 +207,14 @@ def run_batch(scorer: ScorerLike, jobs: Sequence[ScoreJob]) -> list[ScoreOutput]
             start += j.targets.nnz
     outputs = []
     for i, j in enumerate(jobs):
-        it, sc = topk_out.get(i, (None, None))
         pr = pred_out.get(i)
         if pr is None and j.targets is not None:
             pr = np.zeros(0, dtype=np.float32)
-        outputs.append(ScoreOutput(it, sc, pr))
+        top = topk_out.get(i)
+        if top is None:
+            outputs.append(ScoreOutput(None, None, pr))
+        else:
+            outputs.append(ScoreOutput(top[0], top[1], pr, top[2], top[3]))
     return outputs
 
 
@@ -274,12 +309,11 @@ class Engine:
                 f"the {limit}-byte message limit; ask for fewer users per call or a smaller k"
             )
 
-    def _topk(self, out: ScoreOutput, m: LoadedModel) -> TopK:
+    @staticmethod
+    def _topk(out: ScoreOutput) -> TopK:
         assert out.items is not None and out.scores is not None
-        items = out.items
-        valid = items >= 0
-        movie_ids = np.where(valid, m.scorer.items.raw[np.maximum(items, 0)], -1)
-        return TopK(movie_ids, items, out.scores, valid.sum(axis=1).astype(np.int64))
+        assert out.movie_ids is not None and out.lengths is not None
+        return TopK(out.movie_ids, out.items, out.scores, out.lengths.astype(np.int64, copy=False))
 
     # -- operations ---------------------------------------------------------------------------------------
     async def recommend(
@@ -299,8 +333,8 @@ class Engine:
         users = v.users_to_index(user_ids, m.scorer.users)
         exclude, include = self._candidates(exclude_ids, include_ids, m)
         self._check_size(user_ids.size, k, titles, m)
-        job = ScoreJob(m.scorer.history.rows(users), k, exclude, include, model=m)
-        return self._topk(await self.batcher.submit(job, deadline=deadline), m)
+        job = ScoreJob(None, k, exclude, include, model=m, users=users)  # histories gathered in the batch
+        return self._topk(await self.batcher.submit(job, deadline=deadline))
 
     async def recommend_for_ratings(
         self,
@@ -337,4 +371,4 @@ class Engine:
             raise invalid(f"queries: {predict_ids.size} predict_movie_ids are too many for the message limit")
         job = ScoreJob(inputs, k, exclude, include, targets, model=m)
         out = await self.batcher.submit(job, deadline=deadline)
-        return (self._topk(out, m) if k else None), out.predictions
+        return (self._topk(out) if k else None), out.predictions
