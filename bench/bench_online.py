@@ -88,6 +88,17 @@ def measure(name: str, target: str, users: np.ndarray, calls: int, seconds: floa
     return out
 
 
+def torch_threads(server_args: list[str]) -> int:
+    """The `--torch-threads` given to `movierec serve` (its default, 1, if none): the naive server uses it too."""
+    value = "1"
+    for i, a in enumerate(server_args):
+        if a == "--torch-threads" and i + 1 < len(server_args):
+            value = server_args[i + 1]
+        elif a.startswith("--torch-threads="):
+            value = a.split("=", 1)[1]
+    return int(value)
+
+
 def run(
     artifact: Path | None, device: str, calls: int, seconds: float, server_args: list[str]
 ) -> dict[str, Any]:
@@ -107,6 +118,8 @@ def run(
             str(artifact),
             "--device",
             device,
+            "--torch-threads",
+            str(torch_threads(server_args)),
         ],
         "echo": [sys.executable, "-m", "bench.ref_servers", "echo"],
     }

@@ -1,6 +1,7 @@
 """Reference servers for the online benchmark, same .proto as movierec serve:
 
-naive  the same model, one forward pass per Recommend request, in the handler: no batching, no thread
+naive  the same model, one forward pass per Recommend request, in the handler: no batching, no thread;
+       the same torch thread count as `movierec serve` (--torch-threads, default 1)
 echo   no model: Recommend answers a canned list of the same size (k movie ids + scores) for the user id
        asked; what Python grpc.aio itself allows on this machine (the ceiling)
 
@@ -23,9 +24,14 @@ from movierec.v1 import types_pb2 as types
 
 
 class Naive(pb_grpc.RecommenderServiceServicer):
-    def __init__(self, artifact: Path, device: str) -> None:
+    def __init__(self, artifact: Path, device: str, torch_threads: int = 1) -> None:
+        from movierec.trainer.device import configure_threads
         from movierec.trainer.scoring import Scorer
 
+        # The same torch threads as `movierec serve` (default 1), so the comparison isolates batching: with
+        # torch's default (one OpenMP thread per core) a lone forward pass on a shared 2-core machine is
+        # several times slower, which would flatter movierec.
+        configure_threads(torch_threads)
         self.scorer = Scorer.load(artifact, device=device)
         self.scorer.warmup()
 
@@ -57,8 +63,8 @@ class Echo(pb_grpc.RecommenderServiceServicer):
         return pb.RecommendResponse(model_version="echo", recommendations=lists)
 
 
-async def serve(kind: str, artifact: Path | None, device: str) -> None:
-    servicer = Naive(artifact, device) if kind == "naive" and artifact else Echo()
+async def serve(kind: str, artifact: Path | None, device: str, torch_threads: int = 1) -> None:
+    servicer = Naive(artifact, device, torch_threads) if kind == "naive" and artifact else Echo()
     server = grpc.aio.server()
     pb_grpc.add_RecommenderServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -72,8 +78,9 @@ def main() -> None:
     p.add_argument("kind", choices=("naive", "echo"))
     p.add_argument("--artifact", type=Path)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--torch-threads", type=int, default=1, help="as `movierec serve --torch-threads` (default 1)")
     a = p.parse_args()
-    asyncio.run(serve(a.kind, a.artifact, a.device))
+    asyncio.run(serve(a.kind, a.artifact, a.device, a.torch_threads))
 
 
 if __name__ == "__main__":
