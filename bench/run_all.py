@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bench_bulk, bench_online, bench_ray
+from bench import bench_bulk, bench_online, bench_ray, performance_md
 
 RESULTS = Path("bench/results")
 
@@ -48,20 +48,23 @@ def plot(res: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    panels = ["online"] + (["online_synthetic"] if "online_synthetic" in res else [])
+    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(5.5 * (1 + len(panels)), 4))
+    a = axes[0]
     bulk = res["bulk"]
     vals = [bulk["in_process"]["users_per_s"], bulk["end_to_end"]["users_per_s"]]
     a.bar(["in-process\nScorer", "server -> gRPC ->\nSDK -> Parquet"], vals, color=["#888", "#2a7"])
     a.set_ylabel("users / s")
     a.set_title(f"Bulk top-{bulk['k']}: {bulk['n_users']:,} x {bulk['n_items']:,} ({bulk['device']})")
-    online = res["online"]["results"]
-    levels = list(online["movierec"])
-    for name, color in (("movierec", "#2a7"), ("naive", "#c44"), ("echo", "#888")):
-        b.plot(levels, [online[name][c]["calls_per_s"] for c in levels], "o-", label=name, color=color)
-    b.set_xlabel("concurrent calls")
-    b.set_ylabel("Recommend calls / s (1 user)")
-    b.set_title(f"Online: {res['online']['dataset']} ({res['online']['device']})")
-    b.legend()
+    for b, key in zip(axes[1:], panels, strict=True):
+        online = res[key]["results"]
+        levels = list(online["movierec"])
+        for name, color in (("movierec", "#2a7"), ("naive", "#c44"), ("echo", "#888")):
+            b.plot(levels, [online[name][c]["calls_per_s"] for c in levels], "o-", label=name, color=color)
+        b.set_xlabel("concurrent calls")
+        b.set_ylabel("Recommend calls / s (1 user)")
+        b.set_title(f"Online: {res[key]['dataset']} ({res[key]['device']})")
+        b.legend()
     fig.suptitle(f"{res['machine']['cpu']} ({res['machine']['cores']} cores)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -75,6 +78,7 @@ def main() -> None:
     p.add_argument("--shape", default="default", help="bulk data shape: default | ml-25m | ...")
     p.add_argument("--online-artifact", type=Path, default=None)
     p.add_argument("--no-ray", action="store_true", help="skip the Ray Data bulk runs")
+    p.add_argument("--no-synthetic-online", action="store_true", help="online benchmark on ml-100k only")
     a = p.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -84,15 +88,23 @@ def main() -> None:
         res["ray"] = bench_ray.run("tiny" if a.quick else a.shape, [1, 2])
     calls, seconds = (300, 2.0) if a.quick else (1000, 5.0)
     res["online"] = bench_online.run(a.online_artifact, a.device, calls, seconds, [])
+    if not a.no_synthetic_online:  # the same, on the bulk run's synthetic artifact (a larger catalog)
+        synthetic = Path(f"bench/results/synthetic-{a.shape}-seed0")
+        res["online_synthetic"] = bench_online.run(synthetic, a.device, calls, seconds, [])
     res["seconds"] = time.perf_counter() - t0
     tag = "" if a.device == "cpu" else f"-{a.device.replace(':', '')}"
     out_json, out_png = RESULTS / f"bench{tag}.json", RESULTS / f"bench{tag}.png"
     out_json.write_text(json.dumps(res, indent=2))
     plot(res, out_png)
+    (RESULTS / f"performance{tag}.md").write_text(performance_md.render(res))
     r = res["online"]["ratios"]
     print(f"\nbulk end-to-end / in-process: {res['bulk']['ratio_e2e_over_in_process']:.2f}x (floor 0.8x)")
     print(f"online c=64: {r['c64_vs_naive']:.2f}x naive (floor 5x), {r['c64_vs_echo']:.2f}x echo (floor 0.5x); "
           f"p99 at c=1: {r['c1_p99_ms']:.2f} ms (floor 5 ms)")  # fmt: skip
+    if "online_synthetic" in res:
+        r = res["online_synthetic"]["ratios"]
+        print(f"online c=64 on {res['online_synthetic']['dataset']}: {r['c64_vs_naive']:.2f}x naive, "
+              f"{r['c64_vs_echo']:.2f}x echo; p99 at c=1: {r['c1_p99_ms']:.2f} ms")  # fmt: skip
     if "ray" in res:
         runs = res["ray"]["runs"]
         print("ray data bulk: " + ", ".join(f"{w} worker(s) {r['users_per_s']:.0f} users/s" for w, r in runs.items())
