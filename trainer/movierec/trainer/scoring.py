@@ -26,6 +26,16 @@ from movierec.trainer.sparse import Csr, IdMap
 RATING_MIN, RATING_MAX = 1.0, 5.0
 
 
+def _fill_entries(scores: torch.Tensor, matrix: Csr, value: float, *, nonzero_only: bool = False) -> None:
+    """scores[r, c] = value at every stored entry (r, c) of `matrix` (same shape; with `nonzero_only`, only
+    where the stored value is not 0). One index_fill_ on flat positions computed in numpy."""
+    flat = np.repeat(np.arange(matrix.n_rows, dtype=np.int64) * scores.shape[1], matrix.row_lengths())
+    flat += matrix.indices
+    if nonzero_only and not matrix.values.all():
+        flat = flat[matrix.values != 0]
+    scores.view(-1).index_fill_(0, torch.from_numpy(flat).to(scores.device), value)
+
+
 def _sparse_ranking(model: nn.Module, inputs: Csr) -> bool:
     """Whether `model` scores sparse rows itself (`scores_rated`) and `inputs` is sparse enough to gain."""
     if not callable(getattr(model, "scores_rated", None)) or inputs.n_rows == 0 or inputs.n_cols == 0:
@@ -141,16 +151,13 @@ class Scorer:
             # Sparse rows straight into the model (EASE): no dense batch; rated movies masked by scatter.
             rated = csr_tensor(inputs, self.device, binary=True)
             scores = getattr(self.ranking_model, "scores_rated")(rated).float()  # noqa: B009 (a module's method)
-            r, c, v = coo_tensors(inputs, self.device)
-            nz = v != 0
-            scores[r[nz], c[nz]] = neg_inf
+            _fill_entries(scores, inputs, neg_inf, nonzero_only=True)
         else:
             x = dense_rows(inputs, self.device)
-            scores = model_scores(self.ranking_model, x).float()
+            scores = model_scores(self.ranking_model, x).float().contiguous()  # masks write through a flat view
             scores.masked_fill_(x != 0, neg_inf)
         if exclude is not None and exclude.nnz:
-            r, c, _ = coo_tensors(exclude, self.device)
-            scores[r, c] = neg_inf
+            _fill_entries(scores, exclude, neg_inf)
         if include is not None and include_rows is not None and include_rows.any():
             restricted = torch.zeros_like(scores, dtype=torch.bool)
             restricted[torch.from_numpy(np.flatnonzero(include_rows)).to(self.device)] = True
