@@ -234,10 +234,13 @@ KNN_BASELINE = ModelConfig(kind="knn-baseline", extra={"neighbors": 50, "shrink"
 
 # BPMF (Salakhutdinov & Mnih 2008): Bayesian matrix factorization by Gibbs sampling, 50 burn-in sweeps and 100
 # kept (~2 s). Chosen on u1's validation split (alone): noise precision alpha 1.25 / 1.5 / 1.75 / 2 / 3 give
-# 0.894 / 0.893 / 0.900 / 0.908 / 0.942 (alpha 2 is the paper's Netflix value); dim 5 / 10 / 15 / 20 / 30 at
-# alpha 1.5: 0.898 / 0.893 / 0.894 / 0.894 / ~0.90 (dim 30 at alpha 2: 0.902, 8x slower). As a fourth ensemble
-# member (harness blending cached member predictions): validation 0.8778 -> 0.8759, second u1.base holdout
-# 0.8780 -> 0.8770; dims 5-15 and alpha 1.25-1.75 all land within 0.8759-0.8768 / 0.8765-0.8775.
+# 0.894 / 0.893 / 0.900 / 0.908 / 0.942 (alpha 2 is the paper's Netflix value); dim 5 / 10 / 15 / 20 at alpha 1.5:
+# 0.898 / 0.893 / 0.894 / 0.894 (dim 30 at alpha 2: 0.902, 8x slower). As a fourth ensemble member (harness
+# blending cached member predictions): validation 0.8778 -> 0.8759, second u1.base holdout 0.8780 -> 0.8771;
+# dims 5-20 and alpha 1.25-1.75 all land within 0.8759-0.8768 / 0.8765-0.8775. Through run_training: validation
+# 0.8778 -> 0.8759, holdout 0.8765 -> 0.8763. Not kept: BPMF on ridge-bias residuals (validation 0.8775), a
+# second BPMF as a fifth member (0.8758-0.8759 / holdout 0.8765-0.8772), a movie-genre member (0.8757-0.8759 /
+# 0.8773-0.8775).
 BPMF = Preset(
     name="bpmf",
     description="Bayesian matrix factorization (BPMF), 10 factors, Gibbs sampling, 100 kept samples (rating model)",
