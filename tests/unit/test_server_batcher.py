@@ -160,3 +160,39 @@ def test_run_batch_may_fail_one_job_alone() -> None:
         await b.stop()
 
     asyncio.run(main())
+
+
+def test_closed_loop_callers_do_not_wait_out_the_window() -> None:
+    """A batch as large as the previous step runs at once: 4 callers looping never wait the 1 s window."""
+
+    async def main() -> None:
+        b, seen = make(delay_s=1.0)
+        b.start()
+        loop = asyncio.get_running_loop()
+
+        async def caller(i: int) -> None:
+            for _ in range(5):
+                assert await b.submit(i) == i * 10
+
+        t0 = loop.time()
+        await asyncio.gather(*(caller(i) for i in range(4)))
+        assert loop.time() - t0 < 0.5  # a window-bound batcher would take ~4 s here
+        assert sum(len(s) for s in seen) == 20 and max(len(s) for s in seen) == 4
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_when_load_drops_the_window_bounds_the_wait() -> None:
+    async def main() -> None:
+        b, seen = make(delay_s=0.2)
+        b.start()
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(b.submit(i) for i in range(4)))  # the last step served 4 callers
+        t0 = loop.time()
+        assert await b.submit(9) == 90  # alone now: waits for company, at most the window
+        assert 0.15 <= loop.time() - t0 < 1.0
+        assert seen[-1] == [9]
+        await b.stop()
+
+    asyncio.run(main())

@@ -24,7 +24,7 @@ FLAGS: dict[str, tuple[type, str]] = {
     "torch_threads": (int, "torch intra-op threads; 0 = torch's default (default 1: batching, not threads, "
                       "gives online throughput, and one thread avoids thread wake-up latency)"),
     "max_batch_size": (int, "most users scored in one model step (default 256)"),
-    "max_delay_ms": (float, "longest wait to fill a batch, milliseconds (default 1.0)"),
+    "max_delay_ms": (float, "longest a request waits for company in a batch, milliseconds (default 4)"),
     "max_queue_size": (int, "requests waiting for the model before RESOURCE_EXHAUSTED (default 1024)"),
     "max_users_per_call": (int, "most users or rating vectors in one request (default 1000)"),
     "max_message_bytes": (int, "request/response size limit in bytes (default 16 MiB)"),

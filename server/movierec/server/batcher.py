@@ -1,10 +1,10 @@
 """A generic dynamic batcher: coalesce concurrent requests into one model step.
 
 Requests from every connection go into one bounded queue. A single worker task takes every job waiting (up to
-`max_batch_size` rows) as soon as the model is free. Only when fewer rows are waiting, and the server is
-busy (the previous step served more than one caller), does it wait for company: until the *oldest* job of the
-batch has waited `max_delay_s` (as Triton's `max_queue_delay`), so under sustained load, when jobs already
-waited through the previous model step, nothing waits twice. It drops jobs whose caller gave up (cancelled) or
+`max_batch_size` rows) as soon as the model is free. Only when fewer jobs are waiting than the previous step
+served does it wait for company: until the batch is that large, or until the *oldest* job of the batch has
+waited `max_delay_s` (as Triton's `max_queue_delay`), so jobs that already waited through the previous model
+step do not wait twice, and a lone caller never waits. It drops jobs whose caller gave up (cancelled) or
 whose deadline passed, and runs `run_batch` on the survivors in a worker thread, so the event loop never
 blocks on the model. Results (or the exception) go back to each caller; `run_batch` may also answer a single
 job with an exception instance (that job fails, the others succeed).
@@ -169,12 +169,14 @@ class DynamicBatcher(Generic[J, R]):
         await self._wait_arrival(None)
         batch: list[_Pending[J, R]] = []
         rows = self._take(batch, 0)
-        if self._last_jobs <= 1 and len(batch) == 1:
-            # Light load (the last step served a single caller and nobody else is waiting): waiting for
-            # company would only add latency, so run now.
-            return batch
-        until = batch[0].queued_at + self.max_delay_s  # the oldest job waits at most max_delay_s here
-        while rows < self.max_batch_size and not self._queue and loop.time() < until:
+        # Wait for company only until the batch is as large as the previous one: callers in a closed loop
+        # (each sends its next request when the last is answered) come back, so a batch that already holds as
+        # many jobs as the last step will not grow by waiting. A lone caller therefore never waits; under
+        # heavy load the batch grows with what queues during each step; when load drops, the window (from
+        # the oldest job's arrival) bounds the wait.
+        target = max(self._last_jobs, 1)
+        until = batch[0].queued_at + self.max_delay_s
+        while len(batch) < target and rows < self.max_batch_size and not self._queue and loop.time() < until:
             await self._wait_arrival(until)
             rows = self._take(batch, rows)
         return batch
