@@ -1,6 +1,11 @@
-"""The sparse serving path (EASE scores CSR rows without a dense batch) answers exactly as the dense path."""
+"""The sparse serving path (EASE scores CSR rows without a dense batch) answers exactly as the dense path.
+
+MOVIEREC_TEST_DEVICE=cuda (make gpu-check) runs them on the GPU; default cpu.
+"""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pandas as pd
@@ -21,7 +26,7 @@ def ease_scorer(tmp_path_factory: pytest.TempPathFactory, tiny_ratings: tuple[pd
     out = tmp_path_factory.mktemp("artifacts") / "ease"
     run_training(train, test, catalog, get_preset("ease"), out, overrides={"train": {"device": "cpu"}},
                  dataset="synthetic-tiny", progress=False)  # fmt: skip
-    return Scorer.load(out, device="cpu")
+    return Scorer.load(out, device=os.environ.get("MOVIEREC_TEST_DEVICE", "cpu"))
 
 
 def _both_paths(
