@@ -614,6 +614,7 @@ class BPMF(nn.Module):
     (prior mean alpha), drawn every sweep from its posterior Gamma(a0 + n_u / 2, a0 / alpha + sse_u / 2), in
     the spirit of robust BPMF (Lakshminarayanan et al. 2011): erratic raters weigh less on the movie factors.
     Scoring folds every row in with the shared `alpha`. a0 = 0: one shared precision, the paper's model.
+    The sampler runs on the CPU (float64) whatever the module's device; the kept samples go to its buffers.
     """
 
     orientation = "user"
