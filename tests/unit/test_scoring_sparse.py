@@ -6,6 +6,7 @@ MOVIEREC_TEST_DEVICE=cuda (make gpu-check) runs them on the GPU; default cpu.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -82,3 +83,27 @@ def test_nan_scores_are_never_recommended(ease_scorer: Scorer, monkeypatch: pyte
     finally:
         with torch.no_grad():
             model.weights.copy_(saved)
+
+
+def test_autoencoder_sparse_path_equals_dense_path(tiny_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Scorer.load(tiny_artifact, device=os.environ.get("MOVIEREC_TEST_DEVICE", "cpu"))
+    inputs = s.history.rows(np.arange(len(s.users)))
+    (si, sv), (di, dv) = _both_paths(s, monkeypatch, inputs, 10)
+    np.testing.assert_allclose(sv, dv, rtol=1e-5, atol=1e-5)
+    assert (np.sort(si, axis=1) == np.sort(di, axis=1)).mean() > 0.99
+
+
+def test_cached_transpose_follows_in_place_weight_updates(tiny_artifact: Path) -> None:
+    from movierec.trainer.device import csr_tensor
+
+    s = Scorer.load(tiny_artifact, device="cpu")
+    model = s.ranking_model
+    x = csr_tensor(s.history.rows(np.arange(5)), s.device)
+    with torch.inference_mode():
+        before = model.scores_sparse(x).clone()
+        with torch.no_grad():
+            model.encoder[0].weight.mul_(2.0)  # an in-place update bumps the tensor's version
+        after = model.scores_sparse(x)
+        dense = model.scores(x.to_dense())
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, dense, rtol=1e-5, atol=1e-5)

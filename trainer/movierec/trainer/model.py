@@ -7,6 +7,7 @@ model, preference scores for a ranking model; higher is better).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,8 @@ class Autoencoder(nn.Module):
         self.encoder = nn.Sequential(*enc)
         self.code_dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.decoder = nn.Sequential(*dec)
+        # (key, the first layer's weight transposed) for scores_sparse; a plain attribute, not in the state dict
+        self._weight_t_cache: tuple[tuple[int, int, str], torch.Tensor] | None = None
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(self.input_dropout(x))
@@ -71,6 +74,32 @@ class Autoencoder(nn.Module):
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)
+
+    def scores_sparse(self, x: torch.Tensor) -> torch.Tensor:
+        """`scores` (inference) of a sparse CSR rating matrix (rows = users) without densifying it: the first
+        layer reads only the weight rows of rated movies. Synthetic 20,000-movie classic model, 1 thread: the
+        first layer for 16 users 335 -> 8 us (and no dense batch to build or mask)."""
+        if self.training:
+            return self.forward(x.to_dense())
+        first = self.encoder[0]
+        assert isinstance(first, nn.Linear)
+        h = x @ self._first_weight_t(first.weight) + first.bias
+        return self.decode(self.encoder[1:](h))
+
+    def _first_weight_t(self, weight: torch.Tensor) -> torch.Tensor:
+        """weight.t() as a contiguous tensor (what the sparse product needs), made once per weight version:
+        keyed by storage address, in-place version counter and device, so an updated or moved weight never
+        meets a stale copy."""
+        key = (weight.data_ptr(), weight._version, str(weight.device))
+        cached = self._weight_t_cache
+        if cached is None or cached[0] != key:
+            cached = self._weight_t_cache = (key, weight.detach().t().contiguous())
+        return cached[1]
+
+
+def _binary_csr(x: torch.Tensor) -> torch.Tensor:
+    """A sparse CSR matrix with 1.0 where `x` stores a nonzero value (0.0 where it stores a zero)."""
+    return _with_values(x, (x.values() != 0).to(x.dtype))
 
 
 # Model families by `ModelConfig.kind`. Each takes the config and returns an nn.Module with `scores`.
@@ -377,11 +406,11 @@ class EASE(nn.Module):
             return torch.sparse.mm(rated.to_sparse(), self.weights)
         return rated @ self.weights
 
-    def scores_rated(self, rated: torch.Tensor) -> torch.Tensor:
-        """Scores of a sparse CSR 0/1 "rated" matrix (rows = users), never densified: the sum of the B rows of
+    def scores_sparse(self, x: torch.Tensor) -> torch.Tensor:
+        """`scores` of a sparse CSR rating matrix (rows = users), never densified: the sum of the B rows of
         each user's rated movies. The serving path: it skips building, comparing and re-sparsifying a dense
         batch (ml-100k, 32 users, 1 thread: 0.98 ms for `forward` on the dense batch, 0.50 ms here)."""
-        return rated @ self.weights
+        return _binary_csr(x) @ self.weights
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)
@@ -575,8 +604,6 @@ def _wishart(scale: np.ndarray, df: float, rng: np.random.Generator) -> np.ndarr
 
 def _with_values(csr: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """The same sparsity pattern as `csr` with other stored values (in its storage order)."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(csr.crow_indices(), csr.col_indices(), values, csr.shape)
@@ -584,8 +611,6 @@ def _with_values(csr: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 
 def _sparse(rows: np.ndarray, cols: np.ndarray, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """A CSR tensor (twice as fast as COO in the sampler's products); torch flags CSR as beta: warning muted."""
-    import warnings
-
     index = torch.from_numpy(np.vstack([rows, cols]))
     coo = torch.sparse_coo_tensor(index, values, shape, check_invariants=False).coalesce()
     with warnings.catch_warnings():

@@ -37,8 +37,8 @@ def _fill_entries(scores: torch.Tensor, matrix: Csr, value: float, *, nonzero_on
 
 
 def _sparse_ranking(model: nn.Module, inputs: Csr) -> bool:
-    """Whether `model` scores sparse rows itself (`scores_rated`) and `inputs` is sparse enough to gain."""
-    if not callable(getattr(model, "scores_rated", None)) or inputs.n_rows == 0 or inputs.n_cols == 0:
+    """Whether `model` scores sparse rows itself (`scores_sparse`) and `inputs` is sparse enough to gain."""
+    if not callable(getattr(model, "scores_sparse", None)) or inputs.n_rows == 0 or inputs.n_cols == 0:
         return False
     return inputs.nnz < SPARSE_INPUT_DENSITY * inputs.n_rows * inputs.n_cols
 
@@ -148,9 +148,10 @@ class Scorer:
         k = min(int(k), self.n_items)
         neg_inf = float("-inf")
         if _sparse_ranking(self.ranking_model, inputs):
-            # Sparse rows straight into the model (EASE): no dense batch; rated movies masked by scatter.
-            rated = csr_tensor(inputs, self.device, binary=True)
-            scores = getattr(self.ranking_model, "scores_rated")(rated).float()  # noqa: B009 (a module's method)
+            # Sparse rows straight into the model (EASE, autoencoders): no dense batch; rated movies masked
+            # by one scatter.
+            x_sparse = csr_tensor(inputs, self.device)
+            scores = getattr(self.ranking_model, "scores_sparse")(x_sparse).float().contiguous()  # noqa: B009
             _fill_entries(scores, inputs, neg_inf, nonzero_only=True)
         else:
             x = dense_rows(inputs, self.device)
