@@ -162,3 +162,56 @@ def test_artifact_reproduces_known_users_and_folds_in_new_ones(preset, tiny_rati
     high = Csr.from_coo(np.zeros(6), rated, np.full(6, 5.0), 1, scorer.n_items)
     low = Csr.from_coo(np.zeros(6), rated, np.full(6, 1.0), 1, scorer.n_items)
     assert scorer.predict(high, high).mean() > scorer.predict(low, low).mean() + 0.5
+
+
+def test_implicit_factors_enter_the_user_prior_mean() -> None:
+    """implicit=True: per sample, u = (Lambda + alpha sum v v^T)^-1 (alpha sum (r - mu) v + Lambda (mu_U +
+    |N|^-1/2 sum_{j in N} y_j)), averaged; without the option there are no implicit factors at all."""
+    train, _ = _planted(n_users=60, n_items=40)
+    assert _model(train).implicit_factors.numel() == 0
+    model = _model(train, implicit=True)
+    assert model.implicit_factors.shape == (SMALL["samples"], 40, SMALL["dim"])
+    assert float(model.implicit_factors.abs().max()) > 0.0
+    x = torch.zeros(1, train.n_cols)
+    rated = [1, 4, 7, 20]
+    x[0, rated] = torch.tensor([5.0, 1.0, 4.0, 2.0])
+    got = model.scores(x)[0].double()
+    v, y = model.item_factors.double(), model.implicit_factors.double()
+    lam, mu_u, mu = model.user_prec.double(), model.user_mean.double(), float(model.mu)
+    expect = torch.zeros(train.n_cols, dtype=torch.float64)
+    for s in range(v.shape[0]):
+        vs = v[s, rated]
+        prec = lam[s] + model.alpha * vs.T @ vs
+        prior_mean = mu_u[s] + y[s, rated].sum(dim=0) / len(rated) ** 0.5
+        rhs = model.alpha * vs.T @ (x[0, rated].double() - mu) + lam[s] @ prior_mean
+        expect += v[s] @ torch.linalg.solve(prec, rhs)
+    expect = expect / v.shape[0] + mu
+    assert torch.allclose(got, expect, atol=1e-4)
+    # the same ratings with one more rated movie: the implicit term alone moves the prediction
+    rows = torch.from_numpy(train.rows(np.arange(6)).densify()).float()
+    assert torch.allclose(model.scores(rows), torch.cat([model.scores(rows[i : i + 1]) for i in range(6)]), atol=1e-5)
+
+
+def test_implicit_factors_read_taste_from_which_movies_were_rated() -> None:
+    """Two tastes: half the users like movies 0-29 (3 + 1 stars) and dislike 30-59 (3 - 1), the other half the
+    reverse, ratings with noise 1, and users mostly rate what they like. Light users (about 2 ratings each) say
+    little through their noisy ratings but much through which half they rated: the implicit model predicts
+    their other movies clearly better than plain BPMF."""
+    rng = np.random.default_rng(0)
+    n_users, n_items = 400, 60
+    taste = np.where(np.arange(n_users) % 2 == 0, 1.0, -1.0)
+    side = np.where(np.arange(n_items) < 30, 1.0, -1.0)
+    agree = taste[:, None] * side[None, :]
+    full = 3.0 + agree + rng.normal(scale=1.0, size=agree.shape)
+    light = np.arange(n_users) >= 200
+    seen = rng.random(agree.shape) < np.where(agree > 0, 0.5, 0.05) * np.where(light, 0.12, 1.0)[:, None]
+    held = ~seen & light[:, None]
+    r, c = np.nonzero(seen)
+    hr, hc = np.nonzero(held)
+    train = Csr.from_coo(r, c, full[r, c], n_users, n_items)
+    valid = Csr.from_coo(hr, hc, 3.0 + agree[hr, hc], n_users, n_items)
+    errors = {}
+    for implicit in (False, True):
+        model = _model(train, implicit=implicit, dim=2, alpha=1.0)
+        errors[implicit] = _rmse(predict_pairs(model, train, valid, torch.device("cpu")), valid.values)
+    assert errors[True] < errors[False] - 0.1, errors

@@ -633,12 +633,23 @@ class BPMF(nn.Module):
     are treated alike: for every kept sample the user's factor is the posterior mean given that sample's item
     factors and hyperparameters (a D x D solve; Rao-Blackwellized in place of the sampled user factor), and the
     prediction averages u . v_i + mu over the samples. Extra: dim, alpha, burn_in, samples, beta0, seed,
-    noise_prior.
+    noise_prior, implicit, implicit_power.
 
     noise_prior a0 > 0: each training user gets its own noise precision alpha_u ~ Gamma(a0, rate a0 / alpha)
     (prior mean alpha), drawn every sweep from its posterior Gamma(a0 + n_u / 2, a0 / alpha + sse_u / 2), in
     the spirit of robust BPMF (Lakshminarayanan et al. 2011): erratic raters weigh less on the movie factors.
     Scoring folds every row in with the shared `alpha`. a0 = 0: one shared precision, the paper's model.
+
+    implicit (SVD++'s implicit feedback, here in the user prior as in Rendle's MCMC factorization machines): each
+    movie j also has an implicit factor y_j ~ N(0, I / lambda_y) and a user's prior mean becomes mu_U +
+    |N(u)|^-p sum_{j in N(u)} y_j over the movies N(u) the user rated (p = `implicit_power`, 0.5), so *which*
+    movies a user rated moves the factor even where the ratings are few. Per sweep all y are drawn jointly and
+    exactly: with Lambda_U = Q D Q^T and A^T A = V S V^T (A: users x movies, |N(u)|^-p on rated cells,
+    eigendecomposed once) the posterior of Y Q splits per rotated dimension k into V diag(1 / (lambda_y +
+    d_k S)) V^T, i.e. n_items x dim element-wise operations between two products with V. lambda_y ~
+    Gamma(1 + n_items dim / 2, 1 + |Y|^2 / 2) (prior Gamma(1, 1)); the user hyperparameters are drawn from the
+    user factors minus their implicit part. The kept samples also keep Y; scoring adds each sample's implicit
+    term of the input row to the prior mean, so it stays a function of the rating row alone.
     The sampler runs on the CPU (float64) whatever the module's device; the kept samples go to its buffers.
     """
 
@@ -649,11 +660,14 @@ class BPMF(nn.Module):
     item_factors: torch.Tensor
     user_prec: torch.Tensor
     user_mean: torch.Tensor
+    implicit_factors: torch.Tensor
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         ex = config.extra
+        self.implicit = bool(ex.get("implicit", False))
+        self.implicit_power = float(ex.get("implicit_power", 0.5))
         self.dim = int(ex.get("dim", 10))
         self.alpha = float(ex.get("alpha", 1.5))
         self.burn_in = int(ex.get("burn_in", 50))
@@ -669,10 +683,12 @@ class BPMF(nn.Module):
         self.register_buffer("item_factors", torch.zeros(s, n, d))
         self.register_buffer("user_prec", torch.eye(d).repeat(s, 1, 1))
         self.register_buffer("user_mean", torch.zeros(s, d))
+        self.register_buffer("implicit_factors", torch.zeros(s, n, d) if self.implicit else torch.zeros(0))
         self.dummy = nn.Parameter(torch.zeros(()))
         self._solved_key = ""
         self._outer: torch.Tensor | None = None  # per-item layouts of every sample, built on first use
         self._flat: torch.Tensor | None = None
+        self._implicit_flat: torch.Tensor | None = None
 
     def _hyper(self, f: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(Lambda, mu) drawn from their Normal-Wishart posterior given the factors `f` (rows x dim)."""
@@ -692,11 +708,12 @@ class BPMF(nn.Module):
         gen: torch.Generator, alpha: float | torch.Tensor,
     ) -> torch.Tensor:
         """Every row's factor drawn from its Gaussian posterior given the other side's factors; `alpha` is the
-        noise precision (a scalar, or one per row as a column); weights per rating sit in `mask` / `ratings`."""
+        noise precision (a scalar, or one per row as a column); weights per rating sit in `mask` / `ratings`;
+        `mean` is the prior mean (dim, or one per row: rows x dim)."""
         d = self.dim
         outer = (other[:, :, None] * other[:, None, :]).reshape(other.shape[0], d * d)
         prec = (torch.sparse.mm(mask, outer) * alpha).reshape(-1, d, d) + lam
-        rhs = torch.sparse.mm(ratings, other) * alpha + lam @ mean
+        rhs = torch.sparse.mm(ratings, other) * alpha + (lam @ mean if mean.dim() == 1 else mean @ lam.T)
         chol = torch.linalg.cholesky(prec)
         post_mean = torch.cholesky_solve(rhs.unsqueeze(-1), chol)
         z = torch.randn(post_mean.shape, generator=gen, dtype=post_mean.dtype)
@@ -734,6 +751,15 @@ class BPMF(nn.Module):
         counts = np.bincount(r, minlength=n_u)
         alpha_u = np.full(n_u, self.alpha)
         rt, ct = torch.from_numpy(r), torch.from_numpy(c)
+        implicit = torch.zeros(n_i, d, dtype=torch.float64)  # Y (stays 0 unless self.implicit)
+        lam_y = 1.0
+        if self.implicit:
+            scale = torch.from_numpy(np.maximum(counts, 1).astype(np.float64) ** -self.implicit_power)
+            design = _sparse(r, c, scale[rt], (n_u, n_i))  # A: |N(u)|^-p on every rated cell
+            design_t = _sparse(c, r, scale[rt], (n_i, n_u))
+            gram = torch.sparse.mm(design_t, design.to_dense())
+            eig, basis = torch.linalg.eigh((gram + gram.T) / 2)
+            eig = eig.clamp_min(0.0)
         for s in range(self.burn_in + self.samples):
             lam_i, mean_i = self._hyper(items, rng)
             if a0 > 0:  # each rating weighted by its user's precision
@@ -742,9 +768,22 @@ class BPMF(nn.Module):
                 items = self._draw(*weighted, users, lam_i, mean_i, gen, 1.0)
             else:
                 items = self._draw(*by_item, users, lam_i, mean_i, gen, self.alpha)
-            lam_u, mean_u = self._hyper(users, rng)
+            if self.implicit:
+                lam_u, mean_u = self._hyper(users - torch.sparse.mm(design, implicit), rng)
+                # Y | U, mu_U, Lambda_U: independent per dimension of Q^T and per eigenvector of A^T A
+                d_k, rot = torch.linalg.eigh(lam_u)
+                d_k = d_k.clamp_min(1e-12)
+                proj = basis.T @ torch.sparse.mm(design_t, (users - mean_u) @ rot)
+                prec_y = lam_y + eig[:, None] * d_k[None, :]
+                z = torch.randn(n_i, d, generator=gen, dtype=torch.float64)
+                implicit = basis @ (proj * d_k / prec_y + z / prec_y.sqrt()) @ rot.T
+                lam_y = float(rng.gamma(1.0 + n_i * d / 2, 1.0 / (1.0 + float((implicit * implicit).sum()) / 2)))
+                prior_mean = mean_u + torch.sparse.mm(design, implicit)
+            else:
+                lam_u, mean_u = self._hyper(users, rng)
+                prior_mean = mean_u
             user_alpha = torch.from_numpy(alpha_u)[:, None] if a0 > 0 else self.alpha
-            users = self._draw(*by_user, items, lam_u, mean_u, gen, user_alpha)
+            users = self._draw(*by_user, items, lam_u, prior_mean, gen, user_alpha)
             if a0 > 0:
                 resid = y - (users[rt] * items[ct]).sum(dim=1)
                 sse = np.bincount(r, (resid * resid).numpy(), minlength=n_u)
@@ -754,8 +793,10 @@ class BPMF(nn.Module):
                 self.item_factors[k] = items.float()
                 self.user_prec[k] = lam_u.float()
                 self.user_mean[k] = mean_u.float()
+                if self.implicit:
+                    self.implicit_factors[k] = implicit.float()
         self.mu.fill_(mu)
-        self._outer, self._flat = None, None
+        self._outer, self._flat, self._implicit_flat = None, None, None
         self._solved_key = key
 
     def finalize(self, full: Csr) -> None:
@@ -763,7 +804,7 @@ class BPMF(nn.Module):
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
-        self._outer, self._flat, self._solved_key = None, None, ""
+        self._outer, self._flat, self._implicit_flat, self._solved_key = None, None, None, ""
 
     def _layouts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(n_items x samples*dim^2 outer products v_i v_i^T, n_items x samples*dim factors), built on first use
@@ -774,7 +815,16 @@ class BPMF(nn.Module):
             outer = v[:, :, :, None] * v[:, :, None, :]
             self._outer = outer.permute(1, 0, 2, 3).reshape(n, s * d * d).contiguous()
             self._flat = v.permute(1, 0, 2).reshape(n, s * d).contiguous()
+            self._implicit_flat = None
         return self._outer, self._flat
+
+    def _implicit_layout(self) -> torch.Tensor:
+        """n_items x samples*dim implicit factors y_j of every kept sample (implicit models only)."""
+        y = self.implicit_factors
+        if self._implicit_flat is None or self._implicit_flat.device != y.device:
+            s, n, d = y.shape
+            self._implicit_flat = y.permute(1, 0, 2).reshape(n, s * d).contiguous()
+        return self._implicit_flat
 
     def user_factors(self, x: torch.Tensor) -> torch.Tensor:
         """B x samples x dim: each sample's posterior mean user factor given the rating rows `x`."""
@@ -782,12 +832,20 @@ class BPMF(nn.Module):
         outer, flat = self._layouts()
         rated = (x != 0).to(flat.dtype)
         y = (x - self.mu) * rated
-        if _is_sparse(rated):
+        sparse = _is_sparse(rated)
+        if sparse:
             gram, proj = torch.sparse.mm(rated.to_sparse(), outer), torch.sparse.mm(y.to_sparse(), flat)
         else:
             gram, proj = rated @ outer, y @ flat
         prec = gram.reshape(-1, s, d, d).double() * self.alpha + self.user_prec.double()
-        prior = (self.user_prec @ self.user_mean.unsqueeze(-1)).squeeze(-1)  # samples x dim
+        if self.implicit:  # prior mean mu_U + |N(u)|^-p sum_{j rated} y_j, per sample
+            layout = self._implicit_layout()
+            implicit = torch.sparse.mm(rated.to_sparse(), layout) if sparse else rated @ layout
+            count = rated.sum(dim=1, keepdim=True).clamp_min(1.0)
+            mean = self.user_mean + (implicit * count**-self.implicit_power).reshape(-1, s, d)
+        else:
+            mean = self.user_mean.expand(1, s, d)
+        prior = (self.user_prec @ mean.unsqueeze(-1)).squeeze(-1)  # rows x samples x dim
         rhs = proj.reshape(-1, s, d) * self.alpha + prior
         return torch.linalg.solve(prec, rhs.double().unsqueeze(-1)).squeeze(-1).to(x.dtype)
 
