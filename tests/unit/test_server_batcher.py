@@ -146,22 +146,6 @@ def test_jobs_that_waited_through_a_model_step_do_not_wait_again() -> None:
     asyncio.run(main())
 
 
-def test_run_batch_may_fail_one_job_alone() -> None:
-    async def main() -> None:
-        def run(jobs: Sequence[int]) -> list[object]:
-            return [RequestError(ErrorCode.NOT_FOUND, f"job {j}") if j < 0 else j * 10 for j in jobs]
-
-        b: DynamicBatcher[int, int] = DynamicBatcher(run, max_batch_size=8, max_delay_s=0.05, max_queue_size=8)  # type: ignore[arg-type]
-        b.start()
-        out = await asyncio.gather(b.submit(1), b.submit(-2), b.submit(3), return_exceptions=True)
-        assert out[0] == 10 and out[2] == 30
-        assert isinstance(out[1], RequestError) and out[1].code == ErrorCode.NOT_FOUND
-        assert b.stats.requests_served == 2 and b.stats.batches_run == 1
-        await b.stop()
-
-    asyncio.run(main())
-
-
 def test_closed_loop_callers_do_not_wait_out_the_window() -> None:
     """A batch as large as the previous step runs at once: 4 callers looping never wait the 1 s window."""
 

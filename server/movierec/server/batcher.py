@@ -6,8 +6,7 @@ served does it wait for company: until the batch is that large, or until the *ol
 waited `max_delay_s` (as Triton's `max_queue_delay`), so jobs that already waited through the previous model
 step do not wait twice, and a lone caller never waits. It drops jobs whose caller gave up (cancelled) or
 whose deadline passed, and runs `run_batch` on the survivors in a worker thread, so the event loop never
-blocks on the model. Results (or the exception) go back to each caller; `run_batch` may also answer a single
-job with an exception instance (that job fails, the others succeed).
+blocks on the model. Results (or the exception) go back to each caller.
 
 Per request it costs one future and a deque append: no asyncio.Queue, no `wait_for` task per job.
 """
@@ -226,8 +225,6 @@ class DynamicBatcher(Generic[J, R]):
             for p, r in zip(batch, results, strict=True):
                 if p.future.done():
                     self.stats.requests_dropped_cancelled += 1
-                elif isinstance(r, BaseException):  # this job alone failed (e.g. a bad id found in the batch)
-                    p.future.set_exception(r)
                 else:
                     p.future.set_result(r)
                     self.stats.requests_served += 1
