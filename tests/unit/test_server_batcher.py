@@ -124,23 +124,28 @@ def test_failed_step_fails_every_caller_and_batcher_goes_on() -> None:
 
 
 def test_jobs_that_waited_through_a_model_step_do_not_wait_again() -> None:
-    """The fill window counts from the oldest job's arrival: under load, nothing waits twice."""
+    """The fill window counts from the oldest job's arrival: a job that waited through a step runs at once."""
 
     async def main() -> None:
-        b, seen = make(delay_s=0.5, step_s=0.6)
+        starts: list[tuple[float, list[int]]] = []
+
+        def run(jobs: Sequence[int]) -> list[int]:
+            starts.append((time.monotonic(), list(jobs)))
+            time.sleep(0.6)
+            return [j * 10 for j in jobs]
+
+        b: DynamicBatcher[int, int] = DynamicBatcher(run, max_batch_size=8, max_delay_s=0.5, max_queue_size=8)
         b.start()
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        first = asyncio.ensure_future(b.submit(1))
-        await asyncio.sleep(0.05)  # job 1 runs alone (light load); 2 and 3 queue behind it
-        second = asyncio.ensure_future(b.submit(2))
-        third = asyncio.ensure_future(b.submit(3))
-        assert await first == 10
-        assert await second == 20 and await third == 30
-        # 2 and 3 waited 0.55 s (> 0.5) during job 1's step: they run at once, done at ~1.2 s.
-        # A window counted from the end of job 1's step would hold them until ~1.1 s: done at ~1.7 s.
-        assert loop.time() - t0 < 1.45
-        assert seen == [[1], [2, 3]]
+        first = [asyncio.ensure_future(b.submit(i)) for i in (1, 2, 3)]  # one step of 3 jobs
+        await asyncio.sleep(0.05)
+        late = asyncio.ensure_future(b.submit(4))  # queues alone while that step runs
+        assert await asyncio.gather(*first) == [10, 20, 30] and await late == 40
+        assert [jobs for _, jobs in starts] == [[1, 2, 3], [4]]
+        # Job 4 is alone, fewer than the previous step's 3, so it may wait for company, but only until it has
+        # waited 0.5 s since it arrived, which it already did during the 0.6 s step: it runs at once. A
+        # window counted from the end of that step would hold it 0.5 s more.
+        gap = starts[1][0] - (starts[0][0] + 0.6)
+        assert gap < 0.3, gap
         await b.stop()
 
     asyncio.run(main())
