@@ -30,9 +30,9 @@ def coo_tensors(matrix: Csr, device: torch.device) -> tuple[torch.Tensor, torch.
     return (torch.from_numpy(r).to(device), torch.from_numpy(c).to(device), torch.from_numpy(v).to(device))
 
 
-def csr_tensor(matrix: Csr, device: torch.device, *, binary: bool = False) -> torch.Tensor:
-    """The matrix as a torch sparse CSR tensor on `device` (values 1.0 where nonzero when `binary`)."""
-    values = (matrix.values != 0).astype(np.float32) if binary else matrix.values.astype(np.float32, copy=False)
+def csr_tensor(matrix: Csr, device: torch.device) -> torch.Tensor:
+    """The matrix as a torch sparse CSR tensor (float32 values) on `device`."""
+    values = matrix.values.astype(np.float32, copy=False)
     with warnings.catch_warnings():  # "sparse CSR support is in beta": matmul with a dense matrix is all we use
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(
