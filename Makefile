@@ -17,7 +17,7 @@ help:
 	@echo "make serve  - serve the default artifact in the foreground"
 	@echo "make bench  - benchmarks (prints figures, writes bench/results/)"
 	@echo "make report - train every preset on u1 and write the results table and plot"
-	@echo "make proto  - regenerate client/movierec/v1 from protos/"
+	@echo "make proto  - regenerate protos/movierec/v1 from protos/"
 
 # One stamp per set of inputs: a changed pyproject.toml or constraints.txt reinstalls.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -49,6 +49,7 @@ proto-check: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: install
 	$(VENV)/bin/pytest -q

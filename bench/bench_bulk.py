@@ -28,7 +28,7 @@ from bench.synthetic_data import build_artifact
 
 
 def in_process(artifact: Path, device: str, n_users: int, chunk: int, k: int) -> dict[str, Any]:
-    from movierec.trainer.scoring import Scorer
+    from movierec.core.scoring import Scorer
 
     scorer = Scorer.load(artifact, device=device)
     scorer.warmup()

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from movierec.core.device import configure_threads
 from movierec.trainer.config import CLASSIC
 from movierec.trainer.data import dataset_split_files, fetch_dataset, load_ratings
-from movierec.trainer.device import configure_threads
 from movierec.trainer.faithful import train_faithful
 from movierec.trainer.pipeline import run_training
 

@@ -25,8 +25,8 @@ from movierec.v1 import types_pb2 as types
 
 class Naive(pb_grpc.RecommenderServiceServicer):
     def __init__(self, artifact: Path, device: str, torch_threads: int = 1) -> None:
-        from movierec.trainer.device import configure_threads
-        from movierec.trainer.scoring import Scorer
+        from movierec.core.device import configure_threads
+        from movierec.core.scoring import Scorer
 
         # The same torch threads as `movierec serve` (default 1), so the comparison isolates batching: with
         # torch's default (one OpenMP thread per core) a lone forward pass on a shared 2-core machine is

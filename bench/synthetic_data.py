@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from movierec.trainer.sparse import Csr, IdMap
+from movierec.core.sparse import Csr, IdMap
 
 SHAPES: dict[str, tuple[int, int, int]] = {
     "default": (100_000, 20_000, 10_000_000),
@@ -65,9 +65,9 @@ def build_artifact(out: Path, shape: str = "default", *, seed: int = 0) -> Path:
     import pandas as pd
     import torch
 
-    from movierec.trainer.artifact import Artifact, ModelEntry, save_artifact
+    from movierec.core.artifact import Artifact, ModelEntry, save_artifact
+    from movierec.core.model import build_model
     from movierec.trainer.config import get_preset
-    from movierec.trainer.model import build_model
 
     if (out / "manifest.json").exists():
         return out

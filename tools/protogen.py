@@ -1,4 +1,4 @@
-"""Generate client/movierec/v1 from protos/movierec/v1 with grpcio-tools (and typed stubs via mypy-protobuf).
+"""Generate protos/movierec/v1 from protos/movierec/v1 with grpcio-tools (and typed stubs via mypy-protobuf).
 
     python tools/protogen.py           # regenerate in place (make proto)
     python tools/protogen.py --check   # exit 1 if the committed code differs from a fresh generation
@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "protos"
 PACKAGE_DIR = Path("movierec") / "v1"
-OUT_ROOT = ROOT / "client"
+OUT_ROOT = PROTO_ROOT  # generated modules live beside their .proto sources
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 INIT_TEXT = '"""Generated protobuf and gRPC modules for movierec.v1 (make proto; never edit by hand)."""\n'
 

@@ -81,7 +81,7 @@ async def _snapshot(stats: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def scorer(tiny_artifact: Path) -> Any:
-    from movierec.trainer.scoring import Scorer
+    from movierec.core.scoring import Scorer
 
     s = Scorer.load(tiny_artifact, device="cpu")
     s.warmup()

@@ -198,7 +198,7 @@ def test_bulk_on_the_test_device_matches_cpu(make_server: Any, scorer: Any, tiny
     """MOVIEREC_TEST_DEVICE=cuda (make gpu-check) runs the server's scorer on the GPU; default cpu."""
     import os
 
-    from movierec.trainer.scoring import Scorer
+    from movierec.core.scoring import Scorer
 
     device = os.environ.get("MOVIEREC_TEST_DEVICE", "cpu")
     dev_scorer = Scorer.load(tiny_artifact, device=device)

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from movierec.cli import main
-from movierec.trainer.artifact import load_artifact, read_manifest
+from movierec.core.artifact import load_artifact, read_manifest
 
 pytestmark = [
     pytest.mark.slow,

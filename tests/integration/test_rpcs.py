@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from movierec.client import AsyncClient, Client, MovieRecError, RatingsQuery, RecommendQuery
-from movierec.trainer.sparse import Csr
+from movierec.core.sparse import Csr
 
 
 def known_users(scorer: Any, n: int) -> np.ndarray:

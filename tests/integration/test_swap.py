@@ -110,7 +110,7 @@ def test_swap_under_continuous_load_fails_no_call(
 def test_call_in_flight_finishes_on_the_model_it_started_with(
     make_server: Any, scorer: Any, slow: Any, tiny_artifact: Path, second_artifact: Path, tmp_path: Path
 ) -> None:
-    from movierec.trainer.scoring import Scorer
+    from movierec.core.scoring import Scorer
 
     versions = tmp_path / "models"
     versions.mkdir()
@@ -206,7 +206,7 @@ def test_corrupt_or_incompatible_artifact_is_refused_and_old_keeps_serving(
 
 KILL_CHILD = r"""
 import sys
-from movierec.trainer.artifact import load_artifact, save_artifact
+from movierec.core.artifact import load_artifact, save_artifact
 a, b = load_artifact(sys.argv[1]), load_artifact(sys.argv[2])
 print("ready", flush=True)
 i = 0
@@ -223,7 +223,7 @@ def test_kill_9_during_artifact_write_leaves_a_loadable_artifact(
     the path (after load_artifact's recovery) is one complete version, never a torn one."""
     import random
 
-    from movierec.trainer.artifact import load_artifact
+    from movierec.core.artifact import load_artifact
 
     target = tmp_path / "served"
     shutil.copytree(tiny_artifact, target)

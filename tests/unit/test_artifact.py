@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from movierec.trainer.artifact import ArtifactError, load_artifact, save_artifact
+from movierec.core.artifact import ArtifactError, load_artifact, save_artifact
 
 
 def _copy(src: Path, dst: Path) -> Path:

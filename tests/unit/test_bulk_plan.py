@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from movierec.core.sparse import IdMap
 from movierec.server.bulk import plan
 from movierec.server.errors import RequestError
-from movierec.trainer.sparse import IdMap
 from movierec.v1 import bulk_pb2 as bulk
 
 SCORER = SimpleNamespace(

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from movierec.core.sparse import Csr, IdMap
 from movierec.trainer.checkpoint import (
     CheckpointSpec,
     default_checkpoint_dir,
@@ -18,7 +19,6 @@ from movierec.trainer.checkpoint import (
 )
 from movierec.trainer.config import ModelConfig, TrainConfig
 from movierec.trainer.pipeline import holdout_mask, ratings_matrix
-from movierec.trainer.sparse import Csr, IdMap
 from movierec.trainer.train import EpochStats, FitResult, fit
 
 
@@ -157,8 +157,8 @@ def test_resume_refuses_another_run_and_starts_fresh_without_checkpoint(tiny_rat
 
 
 def test_run_training_resumes_a_killed_single_process_run(tiny_ratings, tmp_path: Path, monkeypatch) -> None:
+    from movierec.core.artifact import load_artifact
     from movierec.trainer import pipeline
-    from movierec.trainer.artifact import load_artifact
     from movierec.trainer.config import get_preset
 
     train, test, catalog = tiny_ratings

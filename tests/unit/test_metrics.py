@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from movierec.core.sparse import Csr
 from movierec.trainer.metrics import mae, mean_user_rmse, ranking_metrics, rmse
-from movierec.trainer.sparse import Csr
 
 
 def test_rmse_mae_pooled() -> None:

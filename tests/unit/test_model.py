@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from movierec.core.model import build_model, count_parameters
 from movierec.trainer.config import PRESETS, ModelConfig, TrainConfig
 from movierec.trainer.losses import masked_mse
-from movierec.trainer.model import build_model, count_parameters
 
 
 def test_classic_shapes_and_parameter_count() -> None:

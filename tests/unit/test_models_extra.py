@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
+from movierec.core.model import EASE, Ensemble, IAutoRec, MultVAE, build_model, model_objective
+from movierec.core.scoring import Scorer
+from movierec.core.sparse import Csr
 from movierec.trainer.config import ModelConfig
 from movierec.trainer.losses import multinomial_loss, multinomial_nll
-from movierec.trainer.model import EASE, Ensemble, IAutoRec, MultVAE, build_model, model_objective
 from movierec.trainer.offline import write_all_recommendations
-from movierec.trainer.scoring import Scorer
-from movierec.trainer.sparse import Csr
 
 
 def _csr(dense: np.ndarray) -> Csr:

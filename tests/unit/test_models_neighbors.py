@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from movierec.core.model import build_model
+from movierec.core.sparse import IdMap
 from movierec.trainer.config import ModelConfig, TrainConfig
-from movierec.trainer.model import build_model
 from movierec.trainer.pipeline import holdout_mask, ratings_matrix
-from movierec.trainer.sparse import IdMap
 from movierec.trainer.train import fit, pooled_rmse
 
 
@@ -76,8 +76,8 @@ def test_ease_sparse_and_dense_inputs_score_alike() -> None:
     """EASE multiplies sparse rating rows as a sparse matrix; the answer must equal the dense product."""
     import torch
 
+    from movierec.core.model import EASE
     from movierec.trainer.config import ModelConfig
-    from movierec.trainer.model import EASE
 
     model = EASE(ModelConfig(kind="ease", n_items=40))
     torch.manual_seed(0)

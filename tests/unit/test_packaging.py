@@ -16,7 +16,7 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
     listed = set(config["packages"])
     dirs = config["package-dir"]
     found: set[str] = set()
-    for top in ("client", "server", "trainer"):
+    for top in ("core", "protos", "cli", "client", "server", "trainer"):
         for init in (ROOT / top / "movierec").rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT / top)
             found.add(".".join(rel.parts))

@@ -1,4 +1,4 @@
-"""The committed generated code in client/movierec/v1 must match a fresh `make proto` (drift check)."""
+"""The committed generated code in protos/movierec/v1 must match a fresh `make proto` (drift check)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_generated_code_is_up_to_date() -> None:
 
 
 def test_generated_imports_are_absolute() -> None:
-    text = (ROOT / "client/movierec/v1/recommender_service_pb2.py").read_text()
+    text = (ROOT / "protos/movierec/v1/recommender_service_pb2.py").read_text()
     assert "from movierec.v1 import types_pb2" in text
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from movierec.core.scoring import Scorer
+from movierec.core.sparse import Csr
 from movierec.trainer.evaluate import predict_frame, rating_metrics
-from movierec.trainer.scoring import Scorer
-from movierec.trainer.sparse import Csr
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_thread_policy_reaches_worker_threads(scorer: Scorer) -> None:
 
     import torch
 
-    from movierec.trainer.device import configure_threads
+    from movierec.core.device import configure_threads
 
     before = torch.get_num_threads()
     try:

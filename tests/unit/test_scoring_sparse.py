@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
-from movierec.trainer import scoring
-from movierec.trainer.scoring import Scorer
-from movierec.trainer.sparse import Csr
+from movierec.core import scoring
+from movierec.core.scoring import Scorer
+from movierec.core.sparse import Csr
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_autoencoder_sparse_path_equals_dense_path(tiny_artifact: Path, monkeypa
 
 
 def test_cached_transpose_follows_in_place_weight_updates(tiny_artifact: Path) -> None:
-    from movierec.trainer.device import csr_tensor
+    from movierec.core.device import csr_tensor
 
     s = Scorer.load(tiny_artifact, device="cpu")
     model = s.ranking_model

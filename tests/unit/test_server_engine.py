@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from movierec.core.scoring import Scorer
+from movierec.core.sparse import Csr
 from movierec.server.engine import ScoreJob, job_inputs, run_batch
-from movierec.trainer.scoring import Scorer
-from movierec.trainer.sparse import Csr
 
 
 @pytest.fixture(scope="module")

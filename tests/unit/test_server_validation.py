@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from movierec.core.sparse import IdMap
 from movierec.server import validation as v
 from movierec.server.config import ServerSettings
 from movierec.server.errors import ErrorCode, RequestError
-from movierec.trainer.sparse import IdMap
 
 ITEMS = IdMap.from_ids([10, 20, 30, 40])
 USERS = IdMap.from_ids([1, 2, 3])

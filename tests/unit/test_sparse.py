@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from movierec.trainer.sparse import Csr, IdMap
+from movierec.core.sparse import Csr, IdMap
 
 
 def test_idmap_round_trip_and_unknown_ids() -> None:

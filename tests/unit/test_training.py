@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
+from movierec.core.scoring import Scorer
+from movierec.core.sparse import IdMap
 from movierec.trainer.config import PRESETS, ModelConfig, TrainConfig
 from movierec.trainer.pipeline import holdout_mask, ratings_matrix, resolve_roles, run_training
-from movierec.trainer.scoring import Scorer
-from movierec.trainer.sparse import IdMap
 from movierec.trainer.train import fit
 
 

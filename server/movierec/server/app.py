@@ -116,7 +116,7 @@ async def serve(settings: ServerSettings) -> None:
     t0 = time.perf_counter()
     log.info("movierec server starting: %s", settings.describe())
     if settings.torch_threads:  # applied in every thread that scores (see device.apply_thread_policy)
-        from movierec.trainer.device import configure_threads
+        from movierec.core.device import configure_threads
 
         configure_threads(settings.torch_threads)
     manager = ModelManager(settings.artifact, device=settings.device)

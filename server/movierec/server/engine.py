@@ -1,7 +1,7 @@
 """The serving core: validated numpy requests -> batched scorer calls -> numpy results (no grpc here).
 
 The servicer converts protos to the arrays these methods take and the results back; the scorer is anything
-with the `ScorerLike` interface (`movierec.trainer.scoring.Scorer` in production, fakes in tests).
+with the `ScorerLike` interface (`movierec.core.scoring.Scorer` in production, fakes in tests).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from movierec.core.sparse import Csr, IdMap
 from movierec.server import validation as v
 from movierec.server.batcher import DynamicBatcher
 from movierec.server.config import ServerSettings
 from movierec.server.errors import invalid
-from movierec.trainer.sparse import Csr, IdMap
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]

@@ -71,7 +71,7 @@ def check_compatible(old: LoadedModel, new: LoadedModel) -> None:
 
 def default_loader(device: str) -> Callable[[Path], ScorerLike]:
     def load(path: Path) -> ScorerLike:
-        from movierec.trainer.scoring import Scorer  # torch: only when serving
+        from movierec.core.scoring import Scorer  # torch: only when serving
 
         scorer = Scorer.load(path, device=device)
         scorer.warmup()

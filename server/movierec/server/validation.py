@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from movierec.core.sparse import Csr, IdMap
 from movierec.server.errors import ErrorCode, RequestError, invalid
-from movierec.trainer.sparse import Csr, IdMap
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from movierec.core.sparse import Csr
 from movierec.trainer.config import ModelConfig, TrainConfig
-from movierec.trainer.sparse import Csr
 
 CHECKPOINT_FORMAT = "movierec-checkpoint"
 CHECKPOINT_VERSION = 1

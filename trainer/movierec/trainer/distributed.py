@@ -91,7 +91,7 @@ def unsupported_reason(preset_name: str, kinds: Iterable[str]) -> str | None:
     Data parallelism applies to models trained by gradient steps in `fit`; closed-form models (EASE,
     most-popular) and least-squares ensembles (the `ensemble` and `best` presets) are refused.
     """
-    from movierec.trainer.model import MODEL_TYPES
+    from movierec.core.model import MODEL_TYPES
 
     for kind in kinds:
         factory = MODEL_TYPES.get(kind)

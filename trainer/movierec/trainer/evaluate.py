@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from movierec.core.scoring import Scorer
+from movierec.core.sparse import Csr
 from movierec.trainer.metrics import mae, mean_user_rmse, ranking_metrics, rmse
-from movierec.trainer.scoring import Scorer
-from movierec.trainer.sparse import Csr
 
 RELEVANT_MIN_RATING = 4.0
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from movierec.trainer.sparse import Csr
+from movierec.core.sparse import Csr
 
 
 def rmse(pred: npt.ArrayLike, true: npt.ArrayLike) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from movierec.trainer.scoring import Scorer
+from movierec.core.scoring import Scorer
 
 
 def write_all_recommendations(

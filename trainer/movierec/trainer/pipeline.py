@@ -12,15 +12,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from movierec.core.artifact import Artifact, ModelEntry, data_fingerprint, save_artifact
+from movierec.core.model import member_needs_users, model_objective
+from movierec.core.scoring import Scorer
+from movierec.core.sparse import Csr, IdMap
 from movierec.trainer import distributed
-from movierec.trainer.artifact import Artifact, ModelEntry, data_fingerprint, save_artifact
 from movierec.trainer.checkpoint import CheckpointSpec, remove_checkpoints
 from movierec.trainer.config import ModelConfig, Preset, TrainConfig
 from movierec.trainer.evaluate import evaluate
-from movierec.trainer.model import member_needs_users, model_objective
 from movierec.trainer.plots import learning_curve_png
-from movierec.trainer.scoring import Scorer
-from movierec.trainer.sparse import Csr, IdMap
 from movierec.trainer.train import FitResult, fit
 
 CATALOG_COLUMNS = ["item", "title", "year", "genres"]

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from movierec.trainer.artifact import read_manifest
+from movierec.core.artifact import read_manifest
 
 PART_PATTERN = "part-{block:06d}.parquet"
 MANIFEST_NAME = "_movierec_scoring.json"
@@ -44,7 +44,7 @@ class BlockScorer:
     """A Ray actor: loads the artifact once, then scores and writes whole blocks."""
 
     def __init__(self, artifact: str, k: int, out_dir: str, block_users: int, device: str) -> None:
-        from movierec.trainer.scoring import Scorer
+        from movierec.core.scoring import Scorer
 
         self.scorer = Scorer.load(artifact, device=device)
         self.scorer.warmup()

@@ -20,14 +20,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from movierec.core.device import dense_batch, resolve_device
+from movierec.core.model import build_model
+from movierec.core.sparse import Csr
 from movierec.trainer import distributed
 from movierec.trainer.checkpoint import CheckpointSpec, load_checkpoint, run_key, save_checkpoint
 from movierec.trainer.config import ModelConfig, TrainConfig
-from movierec.trainer.device import dense_batch, resolve_device
 from movierec.trainer.losses import MSE_LOSSES, get_loss
 from movierec.trainer.metrics import ranking_metrics
-from movierec.trainer.model import build_model
-from movierec.trainer.sparse import Csr
 
 
 @dataclass

@@ -99,7 +99,7 @@ def _score_all_ray(args: argparse.Namespace) -> int:
         from movierec.trainer.ray_scoring import RayNotInstalled, score_all_ray
     except ImportError as exc:  # the trainer extras (torch) are missing
         raise CliError(f"--engine ray needs the trainer and Ray: pip install 'movierec[ray]' ({exc})") from None
-    from movierec.trainer.artifact import ArtifactError
+    from movierec.core.artifact import ArtifactError
 
     try:
         res = score_all_ray(args.artifact, args.out, k=args.k, address=args.ray_address, workers=args.workers)

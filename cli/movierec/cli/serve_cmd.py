@@ -69,8 +69,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from movierec.core.artifact import ArtifactError
     from movierec.server.app import serve
-    from movierec.trainer.artifact import ArtifactError
 
     try:
         asyncio.run(serve(settings))

@@ -22,7 +22,7 @@ DEFAULT_DATA_DIR = "data"
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the errors users can act on into CliError (one line, no traceback)."""
-    from movierec.trainer.artifact import ArtifactError
+    from movierec.core.artifact import ArtifactError
     from movierec.trainer.data import DataError
 
     try:
@@ -149,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc > 1 and not distributed.is_distributed():
         return _train_data_parallel(args)
     if args.threads is not None or not distributed.is_distributed():
-        from movierec.trainer.device import configure_threads
+        from movierec.core.device import configure_threads
 
         configure_threads(args.threads)
     train_path, test_path, catalog_path, dataset = _training_files(args)
@@ -234,9 +234,9 @@ def _print_metrics(metrics: dict[str, Any], as_json: bool, header: str = "") -> 
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from movierec.core.scoring import Scorer
     from movierec.trainer.data import load_ratings
     from movierec.trainer.evaluate import evaluate
-    from movierec.trainer.scoring import Scorer
 
     scorer = Scorer.load(args.artifact, device=args.device)
     metrics = evaluate(scorer, load_ratings(args.test), k=args.k)
@@ -248,8 +248,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
+    from movierec.core.scoring import Scorer
     from movierec.trainer.evaluate import predict_frame
-    from movierec.trainer.scoring import Scorer
 
     if not args.pairs.is_file():
         raise CliError(f"{args.pairs}: no such file")
@@ -273,7 +273,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_recommend(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from movierec.trainer.scoring import Scorer
+    from movierec.core.scoring import Scorer
 
     if args.k <= 0:
         raise CliError(f"-k must be > 0, got {args.k}")

@@ -18,10 +18,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from movierec.trainer.artifact import Artifact, load_artifact
-from movierec.trainer.device import apply_thread_policy, coo_tensors, csr_tensor, dense_rows, resolve_device
-from movierec.trainer.model import SPARSE_INPUT_DENSITY, build_model
-from movierec.trainer.sparse import Csr, IdMap
+from movierec.core.artifact import Artifact, load_artifact
+from movierec.core.device import apply_thread_policy, coo_tensors, csr_tensor, dense_rows, resolve_device
+from movierec.core.model import SPARSE_INPUT_DENSITY, build_model
+from movierec.core.sparse import Csr, IdMap
 
 RATING_MIN, RATING_MAX = 1.0, 5.0
 

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import torch
 
-from movierec.trainer.sparse import Csr
+from movierec.core.sparse import Csr
 
 
 def resolve_device(name: str) -> torch.device:

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from movierec.trainer.config import ModelConfig
-from movierec.trainer.sparse import Csr, IdMap
+from movierec.core.config import ModelConfig
+from movierec.core.sparse import Csr, IdMap
 
 FORMAT = "movierec-artifact"
 FORMAT_VERSION = 1

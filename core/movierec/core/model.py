@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from movierec.trainer.config import Activation, ModelConfig, TrainConfig
-from movierec.trainer.sparse import Csr
+from movierec.core.config import Activation, ModelConfig
+from movierec.core.sparse import Csr
+from movierec.trainer.config import TrainConfig
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -189,7 +190,7 @@ class IAutoRec(nn.Module):
         Only for full-batch training (`batch_size` >= number of movies, the I-AutoRec presets): then one step
         is one epoch and the chosen step count transfers to the larger matrix.
         """
-        from movierec.trainer.device import dense_rows
+        from movierec.core.device import dense_rows
         from movierec.trainer.losses import masked_mse
 
         steps = int(self.steps)
@@ -220,7 +221,7 @@ class IAutoRec(nn.Module):
 
     @torch.no_grad()
     def finalize(self, full: Csr, batch_size: int = 1024) -> None:
-        from movierec.trainer.device import dense_batch
+        from movierec.core.device import dense_batch
 
         was_training = self.training
         self.eval()
