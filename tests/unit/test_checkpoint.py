@@ -18,7 +18,8 @@ from movierec.trainer.checkpoint import (
     save_checkpoint,
 )
 from movierec.trainer.config import ModelConfig, TrainConfig
-from movierec.trainer.pipeline import holdout_mask, ratings_matrix
+from movierec.trainer.data import holdout_mask
+from movierec.trainer.pipeline import ratings_matrix
 from movierec.trainer.train import EpochStats, FitResult, fit
 
 

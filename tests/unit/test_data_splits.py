@@ -73,7 +73,7 @@ def test_holdout_split_properties() -> None:
     assert not set(zip(train.user, train.item, strict=True)) & set(zip(valid.user, valid.item, strict=True))  # disjoint
     counts = df.groupby("user").size()
     held = valid.groupby("user").size().reindex(counts.index, fill_value=0)
-    expected = np.minimum(np.maximum(np.floor(0.25 * counts + 0.5), 1), counts - 1)
+    expected = np.minimum(np.floor(0.25 * counts), counts - 1)
     assert (held == expected).all()  # per-user fraction
     assert held[999] == 0 and (train.user == 999).sum() == 1  # one rating stays in train
     assert set(train.user) == set(df.user)  # every user keeps a training rating

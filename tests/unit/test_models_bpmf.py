@@ -12,7 +12,8 @@ from movierec.core.model import BPMF, _wishart, build_model
 from movierec.core.scoring import Scorer
 from movierec.core.sparse import Csr, IdMap
 from movierec.trainer.config import PRESETS, ModelConfig, TrainConfig
-from movierec.trainer.pipeline import holdout_mask, ratings_matrix, run_training
+from movierec.trainer.data import holdout_mask
+from movierec.trainer.pipeline import ratings_matrix, run_training
 from movierec.trainer.train import fit, predict_pairs
 
 SMALL = {"dim": 4, "alpha": 4.0, "burn_in": 20, "samples": 20}

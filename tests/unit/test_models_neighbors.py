@@ -8,7 +8,8 @@ import torch
 from movierec.core.model import build_model
 from movierec.core.sparse import IdMap
 from movierec.trainer.config import ModelConfig, TrainConfig
-from movierec.trainer.pipeline import holdout_mask, ratings_matrix
+from movierec.trainer.data import holdout_mask
+from movierec.trainer.pipeline import ratings_matrix
 from movierec.trainer.train import fit, pooled_rmse
 
 

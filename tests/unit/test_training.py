@@ -10,7 +10,8 @@ import torch
 from movierec.core.scoring import Scorer
 from movierec.core.sparse import IdMap
 from movierec.trainer.config import PRESETS, ModelConfig, TrainConfig
-from movierec.trainer.pipeline import holdout_mask, ratings_matrix, resolve_roles, run_training
+from movierec.trainer.data import holdout_mask
+from movierec.trainer.pipeline import ratings_matrix, resolve_roles, run_training
 from movierec.trainer.train import fit
 
 

@@ -11,6 +11,7 @@ from movierec.trainer.data.readers import FORMATS, detect_format, load_catalog, 
 from movierec.trainer.data.registry import DATASETS, DatasetSpec, SplitFiles, dataset_split_files
 from movierec.trainer.data.splits import (
     grouplens_folds,
+    holdout_mask,
     holdout_split,
     materialize_split,
     time_split,
@@ -28,6 +29,7 @@ __all__ = [
     "detect_format",
     "fetch_dataset",
     "grouplens_folds",
+    "holdout_mask",
     "holdout_split",
     "load_catalog",
     "load_ratings",

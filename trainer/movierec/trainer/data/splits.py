@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from movierec.trainer.data.errors import DataError
@@ -55,30 +56,33 @@ def _check_fraction(fraction: float) -> None:
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
 
 
-def holdout_split(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-user random holdout: about `fraction` of each user's ratings go to the second frame.
+def holdout_mask(users: npt.NDArray[np.int64], fraction: float, seed: int) -> npt.NDArray[np.bool_]:
+    """The project's one per-user random holdout: True for floor(fraction * n) of each user's n ratings.
 
-    A user with n ratings holds out round(fraction * n), at least 1 when fraction > 0 and n >= 2, and never
-    all of them: a user with no training ratings cannot be encoded, and one with 1 rating keeps it in train.
-    Vectorized: one random key per row, a lexsort by (user, key) and the rank of each row within its user.
+    A user never loses all of its ratings (a user with no training ratings cannot be encoded), so one with a
+    single rating keeps it. The same rule carves the validation split every model is selected on and the
+    computed `holdout` test split. Vectorized: one random key per row, a lexsort by (user, key) and the rank
+    of each row within its user.
     """
     _check_fraction(fraction)
-    users = df["user"].to_numpy()
-    n = len(users)
-    if n == 0:
-        return df.iloc[:0].reset_index(drop=True), df.iloc[:0].reset_index(drop=True)
+    n = users.shape[0]
+    if fraction == 0 or n == 0:
+        return np.zeros(n, dtype=bool)
     keys = np.random.default_rng(seed).random(n)
     order = np.lexsort((keys, users))
     sorted_users = users[order]
     starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
     counts = np.diff(np.r_[starts, n])
     rank = np.arange(n) - np.repeat(starts, counts)
-    k = np.floor(fraction * counts + 0.5).astype(np.int64)
-    if fraction > 0:
-        k = np.maximum(k, 1)
-    k = np.minimum(k, counts - 1)
+    take = np.minimum(np.floor(fraction * counts), counts - 1)
     held = np.zeros(n, dtype=bool)
-    held[order] = rank < np.repeat(k, counts)
+    held[order] = rank < np.repeat(take, counts)
+    return held
+
+
+def holdout_split(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`holdout_mask` applied to a ratings frame: (kept, held out), each with a fresh index."""
+    held = holdout_mask(df["user"].to_numpy(np.int64), fraction, seed)
     return df[~held].reset_index(drop=True), df[held].reset_index(drop=True)
 
 
