@@ -19,6 +19,7 @@ from movierec.core.sparse import Csr, IdMap
 from movierec.trainer import distributed
 from movierec.trainer.checkpoint import CheckpointSpec, remove_checkpoints
 from movierec.trainer.config import ModelConfig, Preset, TrainConfig
+from movierec.trainer.data.splits import holdout_mask
 from movierec.trainer.evaluate import evaluate
 from movierec.trainer.plots import learning_curve_png
 from movierec.trainer.train import FitResult, fit
@@ -32,22 +33,6 @@ class TrainOutcome:
     version: str
     metrics: dict[str, Any]
     fit: FitResult
-
-
-def holdout_mask(users: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """True for a random `fraction` of each user's ratings (rounded down; users keep at least one rating)."""
-    if fraction <= 0:
-        return np.zeros(users.shape[0], dtype=bool)
-    rng = np.random.default_rng(seed)
-    order = np.lexsort((np.asarray(rng.random(users.shape[0])), users))
-    sorted_users = users[order]
-    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
-    counts = np.diff(np.r_[starts, sorted_users.size])
-    rank = np.arange(sorted_users.size) - np.repeat(starts, counts)
-    take = np.floor(np.repeat(counts, counts) * fraction)
-    mask = np.zeros(users.shape[0], dtype=bool)
-    mask[order] = rank < np.minimum(take, np.repeat(counts, counts) - 1)
-    return mask
 
 
 def ratings_matrix(df: pd.DataFrame, users: IdMap, items: IdMap) -> Csr:
