@@ -1,13 +1,69 @@
-"""Synthetic MovieLens-shaped ratings with a seed: for tests and benchmarks at realistic scale.
+"""Synthetic MovieLens-shaped ratings with a seed: the one generator behind tests and benchmarks.
 
-Popularity is long-tailed (Zipf-like item weights, log-normal user activity); ratings come from a low-rank
-taste model plus noise, rounded to 1..5, so a model has something real to learn. Fully vectorized.
+Popularity is long-tailed (Zipf-like item weights, log-normal user activity). Pairs are drawn by inverse-CDF
+sampling (`searchsorted` on the cumulative weights) and deduplicated with `np.unique` on `user * n + item`
+keys, which also leaves them sorted by user then movie, i.e. in CSR order: no dense matrix at any scale.
+Ratings come from a low-rank taste model plus a movie bias and noise, rounded onto the rating grid, so a
+model has something real to learn (and early stopping behaves as on real data). Fully vectorized.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from movierec.core.sparse import Csr
+
+
+def synthetic_csr(
+    n_users: int,
+    n_items: int,
+    n_ratings: int,
+    *,
+    seed: int = 0,
+    zipf: float = 1.0,
+    sigma: float = 1.0,
+    rank: int = 8,
+    step: float = 1.0,
+    low: float = 1.0,
+    high: float = 5.0,
+) -> Csr:
+    """A users x items rating matrix with n_ratings unique entries (fewer only if the matrix is too small).
+
+    Ratings lie on the grid low, low + step, ..., high (step 0.5 from 0.5 gives ml-latest's half stars).
+    """
+    if n_users <= 0 or n_items <= 0 or n_ratings < 0 or rank <= 0 or step <= 0 or high < low:
+        raise ValueError("synthetic_csr needs n_users, n_items, rank, step > 0, n_ratings >= 0 and low <= high")
+    rng = np.random.default_rng(seed)
+    target = min(n_ratings, n_users * n_items)
+    item_w = 1.0 / np.arange(1, n_items + 1) ** zipf
+    item_cdf = np.cumsum(item_w[rng.permutation(n_items)])
+    item_cdf /= item_cdf[-1]
+    user_cdf = np.cumsum(rng.lognormal(0.0, sigma, n_users))
+    user_cdf /= user_cdf[-1]
+    keys = np.zeros(0, dtype=np.int64)
+    for _ in range(16):  # each round draws the shortfall and a margin for duplicates
+        if keys.size >= target:
+            break
+        draw = int((target - keys.size) * 1.25) + 1024
+        u = np.searchsorted(user_cdf, rng.random(draw), side="right").clip(0, n_users - 1)
+        i = np.searchsorted(item_cdf, rng.random(draw), side="right").clip(0, n_items - 1)
+        keys = np.unique(np.concatenate([keys, u.astype(np.int64) * n_items + i]))
+    if keys.size < target:  # a nearly full matrix: the rest uniformly from the cells not drawn yet
+        free = np.setdiff1d(np.arange(n_users * n_items, dtype=np.int64), keys, assume_unique=True)
+        keys = np.union1d(keys, rng.choice(free, target - keys.size, replace=False))
+    if keys.size > target:  # drop a random surplus, keep the sorted order
+        keys = keys[np.sort(rng.choice(keys.size, target, replace=False))]
+    users, items = np.divmod(keys, n_items)
+    p = rng.normal(0.0, 1.0, (n_users, rank)).astype(np.float32)
+    q = rng.normal(0.0, 1.0, (n_items, rank)).astype(np.float32)
+    bias = rng.normal(0.0, 0.5, n_items).astype(np.float32)
+    taste = np.einsum("ij,ij->i", p[users], q[items]) / np.sqrt(rank)
+    raw = 3.6 + bias[items] + taste + rng.normal(0.0, 0.5, keys.size)
+    ratings = np.clip(low + np.rint((raw - low) / step) * step, low, high).astype(np.float32)
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
+    return Csr(indptr, items.astype(np.int64), ratings, n_items)
 
 
 def synthetic_ratings(
@@ -18,35 +74,17 @@ def synthetic_ratings(
     seed: int = 0,
     zipf: float = 1.0,
     rank: int = 8,
+    step: float = 1.0,
+    low: float = 1.0,
     start_ids_at: int = 1,
 ) -> pd.DataFrame:
-    """A ratings table (user, item, rating, timestamp) with unique (user, item) pairs, ids from `start_ids_at`."""
-    rng = np.random.default_rng(seed)
-    item_w = 1.0 / np.arange(1, n_items + 1) ** zipf
-    item_w = item_w[rng.permutation(n_items)]
-    item_w /= item_w.sum()
-    user_w = rng.lognormal(0.0, 1.0, n_users)
-    user_w /= user_w.sum()
-    # Oversample, then drop duplicate pairs; repeat until enough unique pairs exist.
-    pairs = np.zeros(0, dtype=np.int64)
-    target = min(n_ratings, n_users * n_items)
-    while pairs.size < target:
-        need = int((target - pairs.size) * 1.3) + 16
-        u = rng.choice(n_users, size=need, p=user_w)
-        i = rng.choice(n_items, size=need, p=item_w)
-        pairs = np.unique(np.concatenate([pairs, u.astype(np.int64) * n_items + i]))
-    pairs = rng.permutation(pairs)[:target]
-    users, items = pairs // n_items, pairs % n_items
-    p = rng.normal(0, 1, (n_users, rank)).astype(np.float32)
-    q = rng.normal(0, 1, (n_items, rank)).astype(np.float32)
-    bias_i = rng.normal(0, 0.5, n_items)
-    raw = 3.6 + bias_i[items] + (p[users] * q[items]).sum(axis=1) / np.sqrt(rank) + rng.normal(0, 0.5, users.size)
-    ratings = np.clip(np.rint(raw), 1, 5).astype(np.float32)
-    ts = 880_000_000 + rng.integers(0, 20_000_000, users.size)
-    df = pd.DataFrame(
-        {"user": users + start_ids_at, "item": items + start_ids_at, "rating": ratings, "timestamp": ts}
+    """`synthetic_csr` as a ratings table (user, item, rating, timestamp), ids from `start_ids_at`."""
+    m = synthetic_csr(n_users, n_items, n_ratings, seed=seed, zipf=zipf, rank=rank, step=step, low=low)
+    users = np.repeat(np.arange(n_users, dtype=np.int64), m.row_lengths())
+    ts = 880_000_000 + np.random.default_rng(seed + 1).integers(0, 20_000_000, m.nnz)
+    return pd.DataFrame(
+        {"user": users + start_ids_at, "item": m.indices + start_ids_at, "rating": m.values, "timestamp": ts}
     )
-    return df.sort_values(["user", "item"], kind="stable").reset_index(drop=True)
 
 
 def synthetic_catalog(n_items: int, *, start_ids_at: int = 1, seed: int = 0) -> pd.DataFrame:
