@@ -68,7 +68,7 @@ def holdout_mask(users: npt.NDArray[np.int64], fraction: float, seed: int) -> np
     n = users.shape[0]
     if fraction == 0 or n == 0:
         return np.zeros(n, dtype=bool)
-    keys = np.random.default_rng(seed).random(n)
+    keys = np.asarray(np.random.default_rng(seed).random(n))
     order = np.lexsort((keys, users))
     sorted_users = users[order]
     starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
