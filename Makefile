@@ -17,7 +17,8 @@ help:
 	@echo "make serve  - serve the default artifact in the foreground"
 	@echo "make bench  - benchmarks (prints figures, writes bench/results/)"
 	@echo "make report - train every preset on u1 and write the results table and plot"
-	@echo "make proto  - regenerate protos/movierec/v1 from protos/"
+	@echo "make lint   - ruff, mypy and the import-linter layer contracts"
+	@echo "make proto  - regenerate the generated stubs in protos/movierec/v1"
 
 # One stamp per set of inputs: a changed pyproject.toml or constraints.txt reinstalls.
 $(VENV)/.installed: pyproject.toml constraints.txt
