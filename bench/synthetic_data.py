@@ -35,7 +35,7 @@ def build_artifact(out: Path, shape: str = "default", *, seed: int = 0) -> Path:
     import pandas as pd
     import torch
 
-    from movierec.core.artifact import Artifact, ModelEntry, save_artifact
+    from movierec.core.artifact import Artifact, ModelEntry, RatingScale, save_artifact
     from movierec.core.model import build_model
     from movierec.trainer.config import get_preset
 
@@ -58,6 +58,7 @@ def build_artifact(out: Path, shape: str = "default", *, seed: int = 0) -> Path:
         items=IdMap(ids.astype(np.int64)),
         history=history,
         catalog=catalog,
+        rating_scale=RatingScale.infer(history.values),
         meta={"dataset": f"synthetic-{shape}-seed{seed}", "training": {"seconds": 0.0}},
     )
     save_artifact(artifact, out)

@@ -57,7 +57,7 @@ def test_two_gloo_ranks_reach_the_one_process_validation_rmse(files: list[str], 
     assert two.returncode == 0, two.stderr[-4000:]
     metrics_two = json.loads(two.stdout)  # printed once, by rank 0
     assert main(["train", *args, "--out", str(tmp_path / "one")]) == 0
-    one, m_two = read_manifest(tmp_path / "one")["training"], read_manifest(tmp_path / "two")["training"]
+    one, m_two = read_manifest(tmp_path / "one").training, read_manifest(tmp_path / "two").training
     assert (one["world_size"], m_two["world_size"]) == (1, 2)
     assert one["epochs_run"] == m_two["epochs_run"] == 10
     print(f"valid RMSE 1 process {one['best_valid_rmse']!r}, 2 processes {m_two['best_valid_rmse']!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from movierec.core.artifact import RatingScale
 from movierec.core.sparse import IdMap
 from movierec.server import validation as v
 from movierec.server.config import ServerSettings
@@ -12,6 +13,8 @@ from movierec.server.errors import ErrorCode, RequestError
 
 ITEMS = IdMap.from_ids([10, 20, 30, 40])
 USERS = IdMap.from_ids([1, 2, 3])
+STARS = RatingScale(1.0, 5.0, 1.0)
+HALF_STARS = RatingScale(0.5, 5.0, 0.5)
 
 
 def err(fn, *args, **kw) -> RequestError:  # type: ignore[no-untyped-def]
@@ -42,13 +45,13 @@ def test_counts_and_k() -> None:
 
 def test_rating_vectors() -> None:
     ids = np.array([10, 30, 20], dtype=np.int64)
-    csr = v.rating_vectors(ids, np.array([5, 1, 3], np.float32), np.array([2, 1]), np.array([2, 1]), ITEMS)
+    csr = v.rating_vectors(ids, np.array([5, 1, 3], np.float32), np.array([2, 1]), np.array([2, 1]), ITEMS, STARS)
     assert csr.n_rows == 2 and csr.indptr.tolist() == [0, 2, 3]
     assert csr.indices.tolist() == [0, 2, 1] and csr.values.tolist() == [5, 1, 3]
-    e = err(v.rating_vectors, ids, np.array([5, 1, 7], np.float32), np.array([2, 1]), np.array([2, 1]), ITEMS)
-    assert "queries[1].ratings.ratings[0]" in e.message and "[1, 5]" in e.message
+    e = err(v.rating_vectors, ids, np.array([5, 1, 7], np.float32), np.array([2, 1]), np.array([2, 1]), ITEMS, STARS)
+    assert "queries[1].ratings.ratings[0]: 7 is not on the model's rating scale 1..5 step 1" in e.message
     e = err(
-        v.rating_vectors, ids, np.array([5, np.nan, 3], np.float32), np.array([2, 1]), np.array([2, 1]), ITEMS
+        v.rating_vectors, ids, np.array([5, np.nan, 3], np.float32), np.array([2, 1]), np.array([2, 1]), ITEMS, STARS
     )
     assert "queries[0].ratings.ratings[1]" in e.message
     e = err(
@@ -58,14 +61,34 @@ def test_rating_vectors() -> None:
         np.array([1, 2]),
         np.array([1, 2]),
         ITEMS,
+        STARS,
     )
     assert "queries[1].ratings.movie_ids[1]: duplicate" in e.message
     # the same movie in two different vectors is fine
-    v.rating_vectors(np.array([10, 10]), np.ones(2, np.float32), np.array([1, 1]), np.array([1, 1]), ITEMS)
-    e = err(v.rating_vectors, ids, np.ones(3, np.float32), np.array([2, 1]), np.array([1, 2]), ITEMS)
+    v.rating_vectors(np.array([10, 10]), np.ones(2, np.float32), np.array([1, 1]), np.array([1, 1]), ITEMS, STARS)
+    e = err(v.rating_vectors, ids, np.ones(3, np.float32), np.array([2, 1]), np.array([1, 2]), ITEMS, STARS)
     assert "same length" in e.message
     t = v.target_lists(np.array([40, 10, 20]), np.array([2, 1]), ITEMS)
     assert t.indices.tolist() == [3, 0, 1]  # request order kept
+
+
+def test_ratings_are_checked_against_the_model_scale() -> None:
+    ids = np.array([10, 20, 30, 40], dtype=np.int64)
+    one_row = (np.array([4]), np.array([4]), ITEMS, HALF_STARS)
+    csr = v.rating_vectors(ids, np.array([0.5, 1.5, 3.5, 5.0], np.float32), *one_row)
+    assert csr.values.tolist() == [0.5, 1.5, 3.5, 5.0]
+    for bad, value in ((0.25, "0.25"), (5.5, "5.5"), (3.3, "3.3")):
+        e = err(v.rating_vectors, ids, np.array([4, 4, bad, 1], np.float32), *one_row)
+        assert e.code == ErrorCode.INVALID_ARGUMENT
+        assert e.message.startswith(
+            f"queries[0].ratings.ratings[2]: {value} is not on the model's rating scale 0.5..5 step 0.5"
+        ), e.message
+    e = err(v.rating_vectors, ids[:1], np.array([0.5], np.float32), np.array([1]), np.array([1]), ITEMS, STARS)
+    assert "0.5 is not on the model's rating scale 1..5 step 1" in e.message
+    continuous = RatingScale(1.0, 5.0, 0.0)
+    v.rating_vectors(ids[:1], np.array([3.3], np.float32), np.array([1]), np.array([1]), ITEMS, continuous)
+    e = err(v.rating_vectors, ids[:1], np.array([np.inf], np.float32), np.array([1]), np.array([1]), ITEMS, continuous)
+    assert "inf is not on the model's rating scale 1..5 (any value)" in e.message
 
 
 def test_settings_flags_env_defaults() -> None:

@@ -15,6 +15,7 @@ from movierec.client._results import (
     ModelInfo,
     Movies,
     Predictions,
+    RatingScale,
     RatingsLike,
     RatingsQuery,
     Recommendation,
@@ -171,6 +172,11 @@ def model_info(resp: pb.GetModelInfoResponse) -> ModelInfo:
         config=json.loads(m.config_json) if m.config_json else {},
         device=m.device,
         limits=ServerLimits(lim.max_users_per_call, lim.max_k, lim.max_message_bytes, lim.max_batch_size),
+        rating_scale=(
+            RatingScale(m.rating_scale.min, m.rating_scale.max, m.rating_scale.step)
+            if m.HasField("rating_scale")
+            else None
+        ),
     )
 
 

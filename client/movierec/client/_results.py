@@ -104,6 +104,19 @@ class ServerLimits:
 
 
 @dataclass(frozen=True)
+class RatingScale:
+    """The ratings the served model accepts and predicts: min..max in steps of `step` (0: any value)."""
+
+    min: float
+    max: float
+    step: float
+
+    def __str__(self) -> str:
+        span = f"{self.min:g}..{self.max:g}"
+        return f"{span} step {self.step:g}" if self.step > 0 else f"{span} (any value)"
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     version: str
     dataset: str
@@ -118,6 +131,7 @@ class ModelInfo:
     config: dict[str, Any]
     device: str
     limits: ServerLimits
+    rating_scale: RatingScale | None = None  # None from a server older than the field
 
 
 @dataclass(frozen=True)

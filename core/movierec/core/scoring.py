@@ -18,12 +18,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from movierec.core.artifact import Artifact, load_artifact
+from movierec.core.artifact import Artifact, RatingScale, load_artifact
 from movierec.core.device import apply_thread_policy, coo_tensors, csr_tensor, dense_rows, resolve_device
 from movierec.core.model import SPARSE_INPUT_DENSITY, build_model
 from movierec.core.sparse import Csr, IdMap
-
-RATING_MIN, RATING_MAX = 1.0, 5.0
 
 
 def _fill_entries(scores: torch.Tensor, matrix: Csr, value: float, *, nonzero_only: bool = False) -> None:
@@ -91,6 +89,7 @@ class Scorer:
         self.users: IdMap = artifact.users
         self.items: IdMap = artifact.items
         self.history: Csr = artifact.history
+        self.rating_scale: RatingScale = artifact.rating_scale  # predictions are clipped into it
         self.catalog = Catalog.from_frame(artifact.catalog, artifact.items)
         self._models: dict[str, nn.Module] = {}
         for role, entry in artifact.models.items():
@@ -104,7 +103,7 @@ class Scorer:
         # Fallbacks for rows with no ratings: the movie's mean training rating (global mean if unrated).
         counts = np.bincount(self.history.indices, minlength=len(self.items))
         sums = np.bincount(self.history.indices, weights=self.history.values, minlength=len(self.items))
-        self.global_mean = float(self.history.values.mean()) if self.history.nnz else 3.5
+        self.global_mean = float(self.history.values.mean()) if self.history.nnz else self.rating_scale.midpoint
         self.item_means = np.where(counts > 0, sums / np.maximum(counts, 1), self.global_mean).astype(np.float32)
         meta = artifact.meta
         self.info = ModelInfo(
@@ -177,7 +176,7 @@ class Scorer:
 
     @torch.inference_mode()
     def predict(self, inputs: Csr, targets: Csr) -> npt.NDArray[np.float32]:
-        """Predicted ratings in [1, 5] at each (row, item) of `targets`, in targets' CSR order."""
+        """Predicted ratings within the rating scale at each (row, item) of `targets`, in targets' CSR order."""
         if targets.n_rows != inputs.n_rows:
             raise ValueError(f"targets have {targets.n_rows} rows, inputs {inputs.n_rows}")
         if targets.nnz == 0:
@@ -186,7 +185,7 @@ class Scorer:
         if "rating" not in self._models:
             # A top-N model alone (Mult-VAE, EASE) scores preferences, not ratings: answer each movie's mean
             # training rating rather than a meaningless clipped score.
-            return np.clip(self.item_means[targets.indices], RATING_MIN, RATING_MAX).astype(np.float32)
+            return self.rating_scale.clip(self.item_means[targets.indices])
         x = dense_rows(inputs, self.device)
         out = model_scores(self.rating_model, x)
         r, c, _ = coo_tensors(targets, self.device)
@@ -197,7 +196,7 @@ class Scorer:
             rows = np.repeat(np.arange(targets.n_rows), targets.row_lengths())
             cold = empty[rows]
             pred[cold] = self.item_means[targets.indices[cold]]
-        return np.clip(pred, RATING_MIN, RATING_MAX).astype(np.float32)
+        return self.rating_scale.clip(pred)
 
     def recommend_users(self, user_index: npt.ArrayLike, k: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """Top-k for known users (dense indices) from their training history."""

@@ -213,6 +213,7 @@ class ModelInfo(_message.Message):
     TRAINING_SECONDS_FIELD_NUMBER: _builtins.int
     CONFIG_JSON_FIELD_NUMBER: _builtins.int
     DEVICE_FIELD_NUMBER: _builtins.int
+    RATING_SCALE_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """Content hash prefix of the artifact. Every response of every RPC carries the version that produced it."""
     dataset: _builtins.str
@@ -239,6 +240,12 @@ class ModelInfo(_message.Message):
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Held-out evaluation metrics by name (for example "rmse", "ndcg@10"); unitless except rmse/mae (stars)."""
 
+    @_builtins.property
+    def rating_scale(self) -> Global___RatingScale:
+        """Ratings the model was trained on, and so the ratings RatingVector may carry: a rating off this scale is
+        INVALID_ARGUMENT, and predicted ratings lie within [min, max]. Unset from servers older than this field.
+        """
+
     def __init__(
         self,
         *,
@@ -254,14 +261,47 @@ class ModelInfo(_message.Message):
         training_seconds: _builtins.float = ...,
         config_json: _builtins.str = ...,
         device: _builtins.str = ...,
+        rating_scale: Global___RatingScale | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rating_scale", b"rating_scale"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_json", b"config_json", "created_at", b"created_at", "dataset", b"dataset", "device", b"device", "metrics", b"metrics", "n_items", b"n_items", "n_ratings", b"n_ratings", "n_users", b"n_users", "ranking_model", b"ranking_model", "rating_model", b"rating_model", "training_seconds", b"training_seconds", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_json", b"config_json", "created_at", b"created_at", "dataset", b"dataset", "device", b"device", "metrics", b"metrics", "n_items", b"n_items", "n_ratings", b"n_ratings", "n_users", b"n_users", "ranking_model", b"ranking_model", "rating_model", b"rating_model", "rating_scale", b"rating_scale", "training_seconds", b"training_seconds", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class RatingScale(_message.Message):
+    """A rating scale: values from min to max in steps of step (min + k * step), for example 0.5..5 step 0.5 for
+    ml-latest / ml-25m half stars or 1..5 step 1 for ml-100k / ml-1m.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    min: _builtins.float
+    """Lowest rating, for example 0.5."""
+    max: _builtins.float
+    """Highest rating, for example 5."""
+    step: _builtins.float
+    """Distance between allowed ratings, for example 0.5; 0 means any value in [min, max]."""
+    def __init__(
+        self,
+        *,
+        min: _builtins.float = ...,
+        max: _builtins.float = ...,
+        step: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max", b"max", "min", b"min", "step", b"step"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RatingScale: _TypeAlias = RatingScale  # noqa: Y015
 
 @_typing.final
 class ServerLimits(_message.Message):

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from movierec.core.artifact import RatingScale
 from movierec.core.sparse import Csr, IdMap
 from movierec.server import validation as v
 from movierec.server.batcher import DynamicBatcher
@@ -31,6 +32,7 @@ class ScorerLike(Protocol):
     catalog: Any
     history: Csr
     device: Any
+    rating_scale: RatingScale  # the ratings the model was trained on: requests are validated against it
 
     def topk(
         self,
@@ -360,7 +362,7 @@ class Engine:
             raise invalid(
                 "k: 0 and no predict_movie_ids in any query; ask for recommendations (k >= 1) or predictions"
             )
-        inputs = v.rating_vectors(movie_ids, ratings, id_lengths, rating_lengths, m.scorer.items)
+        inputs = v.rating_vectors(movie_ids, ratings, id_lengths, rating_lengths, m.scorer.items, m.scorer.rating_scale)
         targets = (
             v.target_lists(predict_ids, predict_lengths, m.scorer.items) if predict_ids.size else None
         )

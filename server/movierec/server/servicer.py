@@ -236,6 +236,9 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
             training_seconds=float(info.training_seconds),
             config_json=json.dumps(getattr(info, "config", {}) or {}, sort_keys=True, default=str),
             device=str(scorer.device),
+            rating_scale=types.RatingScale(
+                min=scorer.rating_scale.min, max=scorer.rating_scale.max, step=scorer.rating_scale.step
+            ),
         )
         limits = types.ServerLimits(
             max_users_per_call=s.max_users_per_call,

@@ -1,7 +1,8 @@
 """Request validation: raw ids/ratings (numpy arrays) -> dense indices / Csr, or a RequestError.
 
 Every check is vectorized over the whole request (no Python loop per item); error messages name the field,
-the position of the first offending entry and the allowed range.
+the position of the first offending entry and the allowed range. Ratings are checked against the serving
+model's own rating scale (from its artifact): there is no rating range of the server's own.
 """
 
 from __future__ import annotations
@@ -9,15 +10,12 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from movierec.core.artifact import RatingScale
 from movierec.core.sparse import Csr, IdMap
 from movierec.server.errors import ErrorCode, RequestError, invalid
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
-
-RATING_MIN = 1.0
-RATING_MAX = 5.0
-
 
 def check_count(n: int, limit: int, field: str) -> None:
     """1 <= n <= limit, else INVALID_ARGUMENT."""
@@ -85,9 +83,13 @@ def rating_vectors(
     id_lengths: IntArray,
     rating_lengths: IntArray,
     items: IdMap,
+    scale: RatingScale,
     field: str = "queries",
 ) -> Csr:
-    """Validate concatenated rating vectors (row r has id_lengths[r] entries) and build a dense-index Csr."""
+    """Validate concatenated rating vectors (row r has id_lengths[r] entries) and build a dense-index Csr.
+
+    Every rating must lie on `scale` (the model's rating scale: within min..max and on its step).
+    """
     mismatch = np.flatnonzero(id_lengths != rating_lengths)
     if mismatch.size:
         r = int(mismatch[0])
@@ -101,12 +103,12 @@ def rating_vectors(
     def label(r: int, j: int, sub: str) -> str:
         return f"{field}[{r}].ratings.{sub}[{j - int(indptr[r])}]"
 
-    bad = np.flatnonzero(~(np.isfinite(ratings) & (ratings >= RATING_MIN) & (ratings <= RATING_MAX)))
+    bad = np.flatnonzero(~scale.contains(ratings))
     if bad.size:
         j = int(bad[0])
         raise invalid(
-            f"{label(int(rows[j]), j, 'ratings')}: {float(ratings[j])!r} is not a rating; "
-            f"allowed: finite values in [{RATING_MIN:g}, {RATING_MAX:g}]"
+            f"{label(int(rows[j]), j, 'ratings')}: {_shown(float(ratings[j]))} is not on the model's rating "
+            f"scale {scale} ({bad.size} off the scale in this request)"
         )
     idx = items.to_index(movie_ids)
     unknown = np.flatnonzero(idx < 0)
@@ -118,6 +120,11 @@ def rating_vectors(
         )
     _first_duplicate(idx, rows, movie_ids, lambda r, j: label(r, j, "movie_ids"))
     return Csr.from_coo(rows, idx, ratings.astype(np.float32), id_lengths.size, len(items))
+
+
+def _shown(value: float) -> str:
+    """A float32 rating as the caller wrote it: 3.3, not 3.299999952316284."""
+    return np.format_float_positional(np.float32(value), trim="-") if np.isfinite(value) else repr(value)
 
 
 def target_lists(movie_ids: IntArray, lengths: IntArray, items: IdMap, field: str = "queries") -> Csr:

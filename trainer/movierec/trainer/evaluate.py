@@ -1,6 +1,7 @@
 """Honest evaluation of a scorer on a held-out ratings table.
 
-Rating metrics are pooled over every held-out rating (predictions clipped to [1, 5]). Held-out pairs the model
+Rating metrics are pooled over every held-out rating (predictions, fallbacks included, clipped into the
+artifact's rating scale, e.g. [1, 5] for ml-100k or [0.5, 5] for ml-latest). Held-out pairs the model
 cannot score are never dropped: a movie unknown to training gets the user's mean training rating, a user
 unknown to training gets the movie's mean rating, and both unknown get the global mean; their counts are
 reported (`cold_users_ratings`, `cold_items_ratings`).
@@ -45,7 +46,7 @@ def predict_frame(scorer: Scorer, users: np.ndarray, items: np.ndarray) -> tuple
     pred[cold_user] = scorer.item_means[i[cold_user]]
     pred[(u < 0) & (i < 0)] = scorer.global_mean
     counts = {"cold_users_ratings": int((u < 0).sum()), "cold_items_ratings": int((i < 0).sum())}
-    return np.clip(pred, 1.0, 5.0), counts
+    return scorer.rating_scale.clip(pred), counts
 
 
 def rating_metrics(scorer: Scorer, test: pd.DataFrame) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from movierec.core.artifact import Artifact, ModelEntry, data_fingerprint, save_artifact
+from movierec.core.artifact import Artifact, ModelEntry, RatingScale, data_fingerprint, save_artifact
 from movierec.core.model import member_needs_users, model_objective
 from movierec.core.scoring import Scorer
 from movierec.core.sparse import Csr, IdMap
@@ -171,6 +171,7 @@ def run_training(
         items=items,
         history=full,
         catalog=cat.reset_index(drop=True),
+        rating_scale=RatingScale.infer(train_df["rating"].to_numpy()),  # min, max, step of the training data
         meta={
             "dataset": dataset,
             "preset": preset.name,

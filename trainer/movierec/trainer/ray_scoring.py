@@ -113,13 +113,13 @@ def score_all_ray(
     """Score every known user of `artifact` into `out_dir/part-*.parquet` on Ray Data."""
     ray = _import_ray()
     manifest = read_manifest(artifact)
-    n_users, n_items = int(manifest["n_users"]), int(manifest["n_items"])
+    n_users, n_items = manifest.n_users, manifest.n_items
     if not 1 <= k <= n_items:
         raise ValueError(f"k must be in [1, {n_items}] (the catalog size), got {k}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / MANIFEST_NAME
-    job = {"artifact_version": manifest["version"], "k": k, "block_users": block_users, "n_users": n_users}
+    job = {"artifact_version": manifest.version, "k": k, "block_users": block_users, "n_users": n_users}
     if meta_path.exists():
         previous = json.loads(meta_path.read_text())
         if previous != job:
