@@ -75,7 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("evaluate", help="evaluate an artifact on held-out ratings")
     p.add_argument("--artifact", type=Path, required=True)
-    p.add_argument("--test", type=Path, required=True)
+    p.add_argument("--test", type=Path, required=True,
+                   help="held-out ratings in any format train reads (u.data, ratings.dat, ratings.csv or .inter)")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--json", action="store_true")
@@ -83,7 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("predict", help="predict ratings for user/movie pairs")
     p.add_argument("--artifact", type=Path, required=True)
-    p.add_argument("--pairs", type=Path, required=True, help="user<TAB>movie rows (extra columns ignored)")
+    p.add_argument("--pairs", type=Path, required=True,
+                   help="user/movie pairs in any format train reads (user<TAB>movie rows, userId,movieId[,rating,"
+                        "timestamp] CSV, user::movie, .inter); rating and timestamp columns are optional")
     p.add_argument("--out", type=Path, required=True, help="user<TAB>movie<TAB>prediction rows")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(handler=_handler(cmd_predict))
@@ -246,20 +249,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
-    import pandas as pd
 
     from movierec.core.scoring import Scorer
+    from movierec.trainer.data import load_pairs
     from movierec.trainer.evaluate import predict_frame
 
-    if not args.pairs.is_file():
-        raise CliError(f"{args.pairs}: no such file")
-    try:
-        pairs = pd.read_csv(args.pairs, sep="\t", header=None, usecols=[0, 1], names=["user", "item"],
-                            dtype={"user": np.int64, "item": np.int64}, comment=None)
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise CliError(f"{args.pairs}: expected user<TAB>movie integer rows ({exc})") from None
-    except pd.errors.EmptyDataError:
-        raise CliError(f"{args.pairs}: empty file") from None
+    pairs = load_pairs(args.pairs)[["user", "item"]]  # the readers of `train`; a bad file names its line
     scorer = Scorer.load(args.artifact, device=args.device)
     pred, counts = predict_frame(scorer, pairs["user"].to_numpy(), pairs["item"].to_numpy())
     pairs["prediction"] = np.round(pred, 4)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from movierec.trainer.data.errors import DataError, NetworkError
 from movierec.trainer.data.fetch import fetch_dataset
-from movierec.trainer.data.readers import FORMATS, detect_format, load_catalog, load_ratings
+from movierec.trainer.data.readers import FORMATS, detect_format, load_catalog, load_pairs, load_ratings
 from movierec.trainer.data.registry import DATASETS, DatasetSpec, SplitFiles, dataset_split_files
 from movierec.trainer.data.splits import (
     grouplens_folds,
@@ -32,6 +32,7 @@ __all__ = [
     "holdout_mask",
     "holdout_split",
     "load_catalog",
+    "load_pairs",
     "load_ratings",
     "materialize_split",
     "time_split",

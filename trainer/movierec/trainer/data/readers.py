@@ -18,6 +18,8 @@ import pandas as pd
 from movierec.trainer.data.errors import DataError
 
 FORMATS: tuple[str, ...] = ("grouplens", "dat", "csv", "recbole")
+# What a MovieLens ratings file may hold (any of its data sets). A model's own scale is not this: the trainer
+# infers it from the training ratings (movierec.core.artifact.RatingScale.infer) and the artifact carries it.
 RATING_MIN = 0.5
 RATING_MAX = 5.0
 RATING_FIELDS: tuple[str, ...] = ("user", "item", "rating", "timestamp")
@@ -142,15 +144,28 @@ def _header_fields(path: Path, sep: str) -> list[str]:
     return _first_line(path, "utf-8-sig").split(sep)
 
 
-def _ratings_layout(path: Path, fmt: str) -> _Layout:
+def _ratings_layout(path: Path, fmt: str, *, pairs: bool = False) -> _Layout:
+    """The layout of a ratings file; with `pairs`, of a (user, movie) pairs file in the same formats: only
+    the user and movie columns are read, rating, timestamp and any other columns are optional and ignored."""
     if fmt == "grouplens":
-        return _Layout("\t", 0, 4, {"user": 0, "item": 1, "rating": 2, "timestamp": 3})
+        if not pairs:
+            return _Layout("\t", 0, 4, {"user": 0, "item": 1, "rating": 2, "timestamp": 3})
+        n = len(_first_line(path).split("\t"))
+        if n < 2:
+            raise DataError(f"{path}: line 1: expected user<TAB>movie[<TAB>rating[<TAB>timestamp]], found {n} field")
+        return _Layout("\t", 0, n, {"user": 0, "item": 1})
     if fmt == "dat":
         # "1::1193::5::978300760" read with sep=":" gives 7 fields; the C parser cannot split on "::".
-        return _Layout(":", 0, 7, {"user": 0, "item": 2, "rating": 4, "timestamp": 6}, empty_columns=(1, 3, 5))
+        n = 4 if not pairs else _first_line(path).count("::") + 1
+        if n < 2:
+            raise DataError(f"{path}: line 1: expected user::movie[::rating[::timestamp]]")
+        fields = {"user": 0, "item": 2} if pairs else {"user": 0, "item": 2, "rating": 4, "timestamp": 6}
+        return _Layout(":", 0, 2 * n - 1, fields, empty_columns=tuple(range(1, 2 * n - 1, 2)))
     if fmt == "csv":
         header = [h.strip() for h in _header_fields(path, ",")]
         want = {"userId": "user", "movieId": "item", "rating": "rating", "timestamp": "timestamp"}
+        if pairs:
+            want = {"userId": "user", "movieId": "item"}
         missing = [h for h in want if h not in header]
         if missing:
             raise DataError(f"{path}: line 1: header {','.join(header)!r} lacks {', '.join(missing)}")
@@ -159,7 +174,9 @@ def _ratings_layout(path: Path, fmt: str) -> _Layout:
     header = _header_fields(path, "\t")
     names = [h.split(":", 1)[0].strip() for h in header]
     columns = {out: names.index(src) for src, out in _RECBOLE_RATING_NAMES.items() if src in names}
-    missing = [f for f in ("user", "item", "rating") if f not in columns]
+    if pairs:
+        columns = {f: c for f, c in columns.items() if f in ("user", "item")}
+    missing = [f for f in (("user", "item") if pairs else ("user", "item", "rating")) if f not in columns]
     if missing:
         raise DataError(f"{path}: line 1: RecBole header lacks {', '.join(f + '_id' if f != 'rating' else f for f in missing)}")
     floats = tuple(f for f in columns if header[columns[f]].partition(":")[2].strip() == "float" and f != "rating")
@@ -213,6 +230,29 @@ def load_ratings(path: Path | str, fmt: str = "auto") -> pd.DataFrame:
     path = _check_file(Path(path))
     fmt = _resolve(path, fmt, "ratings")
     layout = _ratings_layout(path, fmt)
+    out = _read_layout(path, layout)
+    if "timestamp" not in out:
+        out["timestamp"] = np.zeros(len(out), dtype=np.int64)
+    out = out.astype(_RATING_DTYPES)[list(RATING_FIELDS)]
+    _validate_ratings(path, out, layout.header_lines)
+    return out
+
+
+def load_pairs(path: Path | str, fmt: str = "auto") -> pd.DataFrame:
+    """(user, movie) pairs to predict, in any format `load_ratings` reads: columns user:int64, item:int64.
+
+    Rating, timestamp and other columns are optional and ignored: `userId,movieId[,rating,timestamp]` CSV,
+    `user<TAB>movie[<TAB>...]` rows, `user::movie[::...]`, RecBole with or without rating. File order is
+    kept; a pair may repeat.
+    """
+    path = _check_file(Path(path))
+    fmt = _resolve(path, fmt, "ratings")
+    layout = _ratings_layout(path, fmt, pairs=True)
+    return _read_layout(path, layout).astype({"user": "int64", "item": "int64"})[["user", "item"]]
+
+
+def _read_layout(path: Path, layout: _Layout) -> pd.DataFrame:
+    """The layout's fields of every row (typed read, then the checks of empty and float columns)."""
     dtypes: dict[int, str] = {}
     for field, col in layout.columns.items():
         dtypes[col] = "float64" if field in layout.float_fields else _RATING_DTYPES[field]
@@ -242,12 +282,7 @@ def load_ratings(path: Path | str, fmt: str = "auto") -> pd.DataFrame:
             raise _diagnose_ratings(path, layout)
         if (values != np.floor(values)).any():
             raise _bad_row(path, layout, values != np.floor(values), f"field {field!r} must be a whole number")
-    out = pd.DataFrame({f: raw[layout.columns[f]].to_numpy() for f in layout.columns})
-    if "timestamp" not in out:
-        out["timestamp"] = np.zeros(len(out), dtype=np.int64)
-    out = out.astype(_RATING_DTYPES)[list(RATING_FIELDS)]
-    _validate_ratings(path, out, layout.header_lines)
-    return out
+    return pd.DataFrame({f: raw[layout.columns[f]].to_numpy() for f in layout.columns})
 
 
 def _bad_row(path: Path, layout: _Layout | int, mask: np.ndarray, problem: str) -> DataError:
