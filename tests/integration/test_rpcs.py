@@ -81,10 +81,10 @@ def test_recommend_include_exclude_titles(client: Client, scorer: Any) -> None:
 
 def test_recommend_for_ratings_and_predict_match_scorer(client: Client, scorer: Any) -> None:
     raw = scorer.items.raw
-    vec = {int(raw[0]): 5.0, int(raw[3]): 4.0, int(raw[7]): 1.5}
+    vec = {int(raw[0]): 5.0, int(raw[3]): 4.0, int(raw[7]): 1.0}
     recs = client.recommend_for_ratings([vec, {int(raw[1]): 2.0}], k=8)
     assert len(recs) == 2 and recs[0].user_id is None
-    csr = Csr.from_coo([0, 0, 0, 1], [0, 3, 7, 1], [5.0, 4.0, 1.5, 2.0], 2, len(raw))
+    csr = Csr.from_coo([0, 0, 0, 1], [0, 3, 7, 1], [5.0, 4.0, 1.0, 2.0], 2, len(raw))
     items, scores = scorer.topk(csr, 8)
     for r, it, sc in zip(recs, items, scores, strict=True):
         np.testing.assert_array_equal(r.movie_ids, raw[it[it >= 0]])

@@ -17,7 +17,9 @@ def register(subparsers: Any) -> None:
     who = query.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", type=int, action="append", help="known user id (repeatable)")
     who.add_argument(
-        "--ratings", help='rating vector as JSON, e.g. \'{"50": 5, "172": 4.5}\' (an anonymous user)'
+        "--ratings",
+        help='rating vector as JSON, e.g. \'{"50": 5, "172": 4}\' (an anonymous user; ratings must lie on '
+        "the model's rating scale, which `info` shows)",
     )
     query.add_argument("-k", "--k", type=int, default=10, help="recommendations per user (default 10)")
     query.add_argument("--exclude", type=int, nargs="*", default=[], help="movie ids never to recommend")

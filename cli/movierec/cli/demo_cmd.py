@@ -17,7 +17,7 @@ from pathlib import Path
 from movierec.cli import CliError
 
 # A new user who loves Star Wars and Toy Story (looked up by title, so any MovieLens flavour works).
-NEW_USER_LIKES = {"Star Wars": 5.0, "Toy Story": 5.0, "Empire Strikes Back": 4.5, "Aladdin": 4.0}
+NEW_USER_LIKES = {"Star Wars": 5.0, "Toy Story": 5.0, "Empire Strikes Back": 4.0, "Aladdin": 4.0}
 NEW_USER_DISLIKES = {"Sleepless in Seattle": 1.0}
 
 

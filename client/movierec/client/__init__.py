@@ -5,7 +5,7 @@ with Client("localhost:50051") as client:
     recs = client.recommend([1, 2], k=10)          # Recommendations: one list per user
     recs[0].movie_ids, recs[0].scores               # numpy arrays
     recs.to_pandas()
-    client.recommend_for_ratings({50: 5.0, 172: 4.5}, k=5)
+    client.recommend_for_ratings({50: 5.0, 172: 4.0}, k=5)   # ratings on client.model_info().rating_scale
     client.predict({50: 5.0}, [181, 1])             # Predictions
 """
 
