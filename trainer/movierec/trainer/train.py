@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from movierec.core.artifact import RatingScale
 from movierec.core.device import dense_batch, resolve_device
 from movierec.core.model import build_model
 from movierec.core.sparse import Csr
@@ -96,10 +97,13 @@ def pooled_rmse(
     targets: Csr,
     device: torch.device,
     fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    scale: RatingScale | None = None,
 ) -> float:
+    """RMSE of predictions clipped into `scale` (default: the scale of the `inputs` ratings), as served."""
     if targets.nnz == 0:
         return float("nan")
-    pred = np.clip(predict_pairs(model, inputs, targets, device, fn=fn), 1.0, 5.0)
+    scale = scale or RatingScale.infer(inputs.values)
+    pred = scale.clip(predict_pairs(model, inputs, targets, device, fn=fn))
     return float(np.sqrt(np.mean((pred - targets.values) ** 2)))
 
 
@@ -174,6 +178,7 @@ def fit(
     l2 = float(train_config.extra.get("l2", 0.0))
     weights = [p for p in model.parameters() if p.dim() >= 2]
     rows_all = np.flatnonzero(fit_rows.row_lengths() > 0)
+    rating_scale = RatingScale.infer(train.values) if use_valid and train.nnz else None  # validation clips as served
     result = FitResult(model=model, device=str(device), world_size=world)
     best_state: dict[str, torch.Tensor] | None = None
     best = math.inf
@@ -245,7 +250,7 @@ def fit(
             if objective == "ranking":
                 valid_ndcg = _valid_ndcg(model, train, valid, device, rank, world)
             else:
-                valid_rmse = _valid_rmse(model, fit_rows, valid_rows, device, item_based, rank, world)
+                valid_rmse = _valid_rmse(model, fit_rows, valid_rows, device, item_based, rank, world, rating_scale)
         stats = EpochStats(epoch, train_rmse, valid_rmse, time.perf_counter() - t0, train_loss, valid_ndcg)
         result.history.append(stats)
         if on_epoch is not None:
@@ -283,17 +288,24 @@ def fit(
 
 
 def _valid_rmse(
-    model: nn.Module, inputs: Csr, targets: Csr, device: torch.device, item_based: bool, rank: int, world: int
+    model: nn.Module,
+    inputs: Csr,
+    targets: Csr,
+    device: torch.device,
+    item_based: bool,
+    rank: int,
+    world: int,
+    scale: RatingScale | None,
 ) -> float:
     """Pooled validation RMSE; with several ranks each scores every `world`-th row and the sums are all-reduced."""
     fn = model if item_based else None
     if world == 1:
-        return pooled_rmse(model, inputs, targets, device, fn=fn)
+        return pooled_rmse(model, inputs, targets, device, fn=fn, scale=scale)
     rows = np.arange(rank, targets.n_rows, world)
     sub = targets.rows(rows)
     sse = 0.0
     if sub.nnz:
-        pred = np.clip(predict_pairs(model, inputs.rows(rows), sub, device, fn=fn), 1.0, 5.0)
+        pred = (scale or RatingScale.infer(inputs.values)).clip(predict_pairs(model, inputs.rows(rows), sub, device, fn=fn))
         sse = float(np.sum((pred.astype(np.float64) - sub.values) ** 2))
     sse, n = distributed.all_reduce_sum([sse, sub.nnz])
     return math.sqrt(sse / n) if n else float("nan")
@@ -451,7 +463,7 @@ def _fit_ensemble(
         design = np.column_stack([*preds, np.ones(valid.nnz)]).astype(np.float64)
         weights = np.linalg.lstsq(design, valid.values.astype(np.float64), rcond=None)[0]
         model.blend.copy_(torch.from_numpy(weights).float())
-        blended = np.clip(design @ weights, 1.0, 5.0)
+        blended = RatingScale.infer(train.values).clip(design @ weights)  # as the scorer clips the blend
         result.best_valid_rmse = float(np.sqrt(np.mean((blended - valid.values) ** 2)))
         result.chosen = {"weights": [float(w) for w in weights]}
     result.best_epoch = len(result.history)
