@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 from movierec.core.artifact import RatingScale
 
@@ -58,3 +62,17 @@ def test_invalid_scales_refused() -> None:
                           ((1.0, 5.0, 3.0), "not on the grid"), ((1.0, float("inf"), 1.0), "finite")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             RatingScale(*args)
+
+
+def test_scorer_clips_into_the_artifact_scale(tiny_artifact: Path) -> None:
+    """The scorer's clipping bounds are the artifact's, not constants: a narrow scale pins every prediction."""
+    from movierec.core.artifact import load_artifact
+    from movierec.core.scoring import Scorer
+
+    a = load_artifact(tiny_artifact)
+    rows = a.history.rows(np.arange(5))
+    wide = Scorer(dataclasses.replace(a, rating_scale=RatingScale(-100.0, 100.0, 0.0)), torch.device("cpu"))
+    narrow = Scorer(dataclasses.replace(a, rating_scale=RatingScale(3.0, 3.5, 0.5)), torch.device("cpu"))
+    raw, pinned = wide.predict(rows, rows), narrow.predict(rows, rows)
+    np.testing.assert_allclose(pinned, np.clip(raw, 3.0, 3.5), rtol=1e-6)
+    assert pinned.min() >= 3.0 and pinned.max() <= 3.5 and (raw < 3.0).any() | (raw > 3.5).any()
