@@ -74,7 +74,7 @@ def test_killed_torchrun_resumes_to_a_valid_artifact(files: list[str], tmp_path:
     out, ckpt = tmp_path / "art", tmp_path / "ckpt"
     (tmp_path / "cfg.json").write_text(json.dumps({"train": {"patience": 0}}))  # run every epoch
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "movierec.trainer.distributed", *files, "--preset", "classic", "--epochs", str(epochs),
+           "-m", "movierec.cli.torchrun_main", *files, "--preset", "classic", "--epochs", str(epochs),
            "--batch-size", "4", "--lr", "0.003", "--device", "cpu", "--quiet", "--config", str(tmp_path / "cfg.json"),
            "--out", str(out), "--checkpoint-dir", str(ckpt)]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -123,6 +123,6 @@ def test_nproc_refuses_presets_not_trained_by_gradient_steps(files: list[str], t
 
 def test_distributed_module_needs_torchrun() -> None:
     env = {k: v for k, v in ENV.items() if k not in ("WORLD_SIZE", "RANK")}
-    r = subprocess.run([sys.executable, "-m", "movierec.trainer.distributed", "--out", "x"], env=env,
+    r = subprocess.run([sys.executable, "-m", "movierec.cli.torchrun_main", "--out", "x"], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "torchrun" in r.stderr

@@ -190,7 +190,7 @@ def _train_data_parallel(args: argparse.Namespace) -> int:
         raise CliError(reason)
     _training_files(args)  # fetch / materialize the data once, before the ranks start
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
-           "-m", "movierec.trainer.distributed", *_forwarded_args(args)]
+           "-m", "movierec.cli.torchrun_main", *_forwarded_args(args)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     rc = subprocess.call(cmd, env=env)
     if rc != 0:

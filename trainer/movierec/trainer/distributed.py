@@ -1,6 +1,6 @@
-"""Data-parallel training: process-group helpers for `fit`, and the entry point torchrun starts.
+"""Data-parallel training: process-group helpers for `fit` (torchrun starts `movierec.cli.torchrun_main`).
 
-    torchrun --nproc-per-node 2 -m movierec.trainer.distributed <the arguments of `movierec train`>
+    torchrun --nproc-per-node 2 -m movierec.cli.torchrun_main <the arguments of `movierec train`>
     movierec train --nproc 2 ...        # the same, through `python -m torch.distributed.run --standalone`
 
 Each rank loads the (sparse) ratings, trains the same model wrapped in DistributedDataParallel on its share
@@ -135,26 +135,3 @@ def die_with_parent() -> None:
         return
     if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """torchrun's entry point: the arguments of `movierec train`, trained data-parallel."""
-    from movierec.cli import build_parser
-    from movierec.cli import main as cli_main
-
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if "WORLD_SIZE" not in os.environ:
-        print("movierec.trainer.distributed: start me with torchrun (or use `movierec train --nproc N`)",
-              file=sys.stderr)
-        return 2
-    die_with_parent()
-    args = build_parser().parse_args(["train", *args_list])
-    init_from_env(args.device)
-    try:
-        return cli_main(["train", *args_list])
-    finally:
-        dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
