@@ -56,8 +56,8 @@ def test_train_evaluate_predict_recommend(files, tmp_path: Path, capsys) -> None
     assert capsys.readouterr().out.count("Synthetic Movie") == 3
     assert main(["recommend", "--artifact", str(out), "--all", "-k", "4", "--out", str(tmp_path / "all.tsv")]) == 0
     recs = pd.read_csv(tmp_path / "all.tsv", sep="\t")
-    assert list(recs.columns) == ["user", "movie", "rank", "score"]
-    assert recs.groupby("user").size().max() == 4 and set(recs["rank"]) == {1, 2, 3, 4}
+    assert list(recs.columns) == ["user_id", "rank", "movie_id", "score"]
+    assert recs.groupby("user_id").size().max() == 4 and set(recs["rank"]) == {1, 2, 3, 4}
 
 
 def test_bad_input_gets_one_line_errors(files, tmp_path: Path, capsys) -> None:

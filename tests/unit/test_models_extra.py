@@ -111,14 +111,14 @@ def test_write_all_recommendations_tsv(tiny_artifact, tmp_path) -> None:
     out = tmp_path / "recs.tsv"
     n = write_all_recommendations(scorer, 5, out, batch_size=7, progress=False)
     df = pd.read_csv(out, sep="\t")
-    assert list(df.columns) == ["user", "movie", "rank", "score"] and len(df) == n
-    assert set(df["user"]) == set(scorer.users.raw.tolist())
-    assert df.groupby("user")["rank"].apply(lambda r: list(r) == list(range(1, len(r) + 1))).all()
-    assert df.groupby("user")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
+    assert list(df.columns) == ["user_id", "rank", "movie_id", "score"] and len(df) == n
+    assert set(df["user_id"]) == set(scorer.users.raw.tolist())
+    assert df.groupby("user_id")["rank"].apply(lambda r: list(r) == list(range(1, len(r) + 1))).all()
+    assert df.groupby("user_id")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
     # never an already-rated movie, and the same lists as the server's scorer
     hist = scorer.history.densify()
-    u, i = scorer.users.to_index(df["user"]), scorer.items.to_index(df["movie"])
+    u, i = scorer.users.to_index(df["user_id"]), scorer.items.to_index(df["movie_id"])
     assert (hist[u, i] == 0).all()
     idx, _ = scorer.recommend_users(np.arange(3), 5)
-    first = df[df["user"] == scorer.users.raw[0]]["movie"].tolist()
+    first = df[df["user_id"] == scorer.users.raw[0]]["movie_id"].tolist()
     assert first == scorer.items.to_raw(idx[0][idx[0] >= 0]).tolist()

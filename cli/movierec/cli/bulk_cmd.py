@@ -116,8 +116,7 @@ def _score_all_ray(args: argparse.Namespace) -> int:
 def _score_all_spread(args: argparse.Namespace, targets: list[str]) -> int:
     """Split the users into shards, stream them concurrently over every target (gRPC round_robin spreads the
     streams), resume a shard from its cursor when its server fails, then join the shards into --out."""
-    from movierec.client import Client
-    from movierec.client._bulk import spread_score_all
+    from movierec.client import Client, spread_score_all
 
     if args.shard or args.user_range:
         raise CliError("with several targets the users are sharded for you; drop --shard/--user-range")

@@ -10,7 +10,8 @@ with Client("localhost:50051") as client:
 """
 
 from movierec.client._aio import AsyncClient
-from movierec.client._bulk import BulkChunk, ScoreAllResult
+from movierec.client._bulk import SCHEMA as BULK_SCHEMA
+from movierec.client._bulk import BulkChunk, ScoreAllResult, spread_score_all
 from movierec.client._errors import MovieRecError
 from movierec.client._options import DEFAULT_TARGET, DEFAULT_TIMEOUT_S
 from movierec.client._results import (
@@ -28,6 +29,7 @@ from movierec.client._results import (
 from movierec.client._sync import Client
 
 __all__ = [
+    "BULK_SCHEMA",
     "DEFAULT_TARGET",
     "DEFAULT_TIMEOUT_S",
     "AsyncClient",
@@ -44,5 +46,6 @@ __all__ = [
     "Recommendations",
     "ScoreAllResult",
     "ServerLimits",
+    "spread_score_all",
     "StreamResult",
 ]

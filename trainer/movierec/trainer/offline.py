@@ -1,7 +1,9 @@
 """Offline top-K for every known user, through the same `Scorer` the server uses.
 
-Writes TSV `user<TAB>movie<TAB>rank<TAB>score` (raw ids of the input files, rank from 1) batch by batch, so
-memory stays O(batch x n_items) however many users there are; the file appears atomically when complete.
+Writes the shared long format `user_id, rank, movie_id, score` (`movierec.core.recommendations`; raw ids of
+the input files, rank from 1): Parquet for a `.parquet` path, else tab-separated text with a header. Batch by
+batch, so memory stays O(batch x n_items) however many users there are; the file appears atomically when
+complete.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
+from pyarrow import csv
 from tqdm import tqdm
 
+from movierec.core.recommendations import SCHEMA, long_format
 from movierec.core.scoring import Scorer
 
 
@@ -25,28 +30,23 @@ def write_all_recommendations(
     out.parent.mkdir(parents=True, exist_ok=True)
     n_users = len(scorer.users)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.close(fd)
+    parquet = out.suffix == ".parquet"
     rows_written = 0
     try:
-        with os.fdopen(fd, "w") as f, tqdm(
-            total=n_users, unit="user", desc="recommend", disable=not progress, file=sys.stderr
-        ) as bar:
-            f.write("user\tmovie\trank\tscore\n")
+        writer: pq.ParquetWriter | csv.CSVWriter
+        if parquet:
+            writer = pq.ParquetWriter(tmp_name, SCHEMA)
+        else:
+            writer = csv.CSVWriter(tmp_name, SCHEMA, write_options=csv.WriteOptions(delimiter="\t", quoting_style="none"))
+        with writer, tqdm(total=n_users, unit="user", desc="recommend", disable=not progress, file=sys.stderr) as bar:
             for start in range(0, n_users, batch_size):
                 users = np.arange(start, min(start + batch_size, n_users))
                 items, scores = scorer.recommend_users(users, k)
-                valid = items >= 0
-                kk = items.shape[1]
-                user_col = np.repeat(scorer.users.to_raw(users), kk).reshape(-1, kk)[valid]
-                movie_col = scorer.items.to_raw(np.where(valid, items, 0))[valid]
-                rank_col = np.broadcast_to(np.arange(1, kk + 1), items.shape)[valid]
-                lines = np.char.add(
-                    np.char.add(np.char.add(user_col.astype(str), "\t"), np.char.add(movie_col.astype(str), "\t")),
-                    np.char.add(np.char.add(rank_col.astype(str), "\t"), np.char.mod("%.6f", scores[valid])),
-                )
-                if lines.size:
-                    f.write("\n".join(lines.tolist()))
-                    f.write("\n")
-                rows_written += int(lines.size)
+                movies = np.where(items >= 0, scorer.items.to_raw(np.where(items >= 0, items, 0)), -1)
+                table = long_format(scorer.users.to_raw(users), movies, scores)
+                writer.write_table(table)
+                rows_written += table.num_rows
                 bar.update(users.size)
         os.replace(tmp_name, out)
     except BaseException:

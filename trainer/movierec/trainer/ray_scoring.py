@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from movierec.core.artifact import read_manifest
+from movierec.core.recommendations import long_format
 
 PART_PATTERN = "part-{block:06d}.parquet"
 MANIFEST_NAME = "_movierec_scoring.json"
@@ -32,12 +33,9 @@ class RayNotInstalled(RuntimeError):
     pass
 
 
-def recommendations_table(users: np.ndarray, movies: np.ndarray, scores: np.ndarray, version: str) -> pa.Table:
-    """The gRPC bulk path's long format (user_id, rank, movie_id, score; padding dropped), so both paths
-    produce the same files."""
-    from movierec.client._bulk import BulkChunk
-
-    return BulkChunk(users, movies, scores, b"", 0, 0, version).to_arrow()
+def recommendations_table(users: np.ndarray, movies: np.ndarray, scores: np.ndarray) -> pa.Table:
+    """The shared long format (user_id, rank, movie_id, score; padding dropped), as the gRPC bulk path writes."""
+    return long_format(users, movies, scores)
 
 
 class BlockScorer:
@@ -60,7 +58,7 @@ class BlockScorer:
             users = np.arange(block * self.block_users, min((block + 1) * self.block_users, n_users))
             items, scores = self.scorer.recommend_users(users, self.k)
             movies = np.where(items >= 0, self.scorer.items.to_raw(np.maximum(items, 0)), -1)
-            table = recommendations_table(self.scorer.users.to_raw(users), movies, scores, self.scorer.info.version)
+            table = recommendations_table(self.scorer.users.to_raw(users), movies, scores)
             final = self.out_dir / PART_PATTERN.format(block=block)
             tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
             pq.write_table(table, tmp)
