@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -12,23 +14,78 @@ from movierec.cli import main
 from movierec.client import Client
 from movierec.client._bulk import spread_score_all
 
+WAIT_S = 120.0  # generous: every wait below ends as soon as its condition holds
 
-def test_spread_over_two_servers_survives_one_stopping(make_server, slow, scorer, tmp_path: Path) -> None:
-    slow_scorer = slow(0.2)  # 0.2 s per chunk of 5 users: a shard of 30 users takes >= 1.2 s on server a
-    slow_a = make_server(slow_scorer)
+
+class HoldAfterFirstChunk:
+    """Delegates to a real scorer. Once armed, the first chunk(s) it scores set `scored`; every later call
+    blocks until `release` is set, so the server holding it cannot finish its shards before the test
+    has stopped it, however slow or fast the machine is."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.armed = False
+        self.rows_scored: list[int] = []
+        self.scored = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def topk(self, inputs: Any, k: int, **kw: Any) -> Any:
+        self.calls += 1
+        if not self.armed:
+            return self._inner.topk(inputs, k, **kw)
+        if self.scored.is_set():
+            self.release.wait(WAIT_S)
+        out = self._inner.topk(inputs, k, **kw)
+        if not self.release.is_set():  # what it scores after the stop goes nowhere
+            self.rows_scored.append(inputs.n_rows)
+        self.scored.set()
+        return out
+
+
+def _wait_for(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {WAIT_S:.0f} s"
+        time.sleep(0.01)
+
+
+def test_spread_over_two_servers_survives_one_stopping(make_server, scorer, tmp_path: Path) -> None:
+    held = HoldAfterFirstChunk(scorer)
+    slow_a = make_server(held)
     b = make_server()
     out = tmp_path / "recs.parquet"
-    killer = threading.Timer(0.5, lambda: slow_a.stop(0))
-    killer.start()
-    try:
-        with Client([slow_a.target, b.target]) as client:
-            res = spread_score_all(client, 5, out, shards=4, chunk_users=5, progress=False)
-    finally:
-        killer.cancel()
-    table = pq.read_table(out).to_pandas()
     n_users = len(scorer.users)
+
+    def stop_a_after_its_first_chunk() -> None:
+        try:
+            if held.scored.wait(WAIT_S):
+                slow_a.stop(0).result(WAIT_S)
+        finally:
+            held.release.set()  # let the held calls return (to a stopped server: dropped)
+
+    with Client([slow_a.target, b.target]) as client:
+        # round_robin sends calls only to the servers already connected: warm both up before the shards start
+        def both_served() -> bool:
+            client.recommend([int(scorer.users.raw[0])], 1)
+            return held.calls > 0 and b.stats.requests_served > 0
+
+        _wait_for(both_served, "both servers answered a call")
+        held.armed = True
+        killer = threading.Thread(target=stop_a_after_its_first_chunk, daemon=True)
+        killer.start()
+        try:
+            res = spread_score_all(client, 5, out, shards=4, chunk_users=5, progress=False)
+        finally:
+            held.release.set()
+            killer.join(WAIT_S)
+    assert held.scored.is_set(), "server a was given no shard"
+    table = pq.read_table(out).to_pandas()
     # server a did part of its shards and was stopped before finishing them: b resumed the rest
-    assert 0 < sum(slow_scorer.rows_scored) < n_users // 2
+    assert 0 < sum(held.rows_scored) < n_users // 2
     assert res.users == n_users == table["user_id"].nunique()
     assert len(table) == n_users * 5, "a user was lost or duplicated"
     assert table["user_id"].tolist() == sorted(table["user_id"].tolist())
