@@ -1,4 +1,4 @@
-"""SDK conversions (no server): request building, result types, health encoding, no torch import."""
+"""SDK conversions (no server): request building, result types, health status names, no torch import."""
 
 from __future__ import annotations
 
@@ -50,14 +50,13 @@ def test_results_and_pandas() -> None:
     assert isinstance(err.error, MovieRecError) and err.error.code == grpc.StatusCode.NOT_FOUND and not err.ok
 
 
-def test_health_encoding_and_options() -> None:
+def test_health_status_names_and_options() -> None:
     from grpc_health.v1 import health_pb2
 
-    name = "movierec.v1.RecommenderService"
-    assert c.encode_health_request(name) == health_pb2.HealthCheckRequest(service=name).SerializeToString()
-    data = health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING).SerializeToString()
-    assert c.decode_health_response(data) == "SERVING"
-    assert c.decode_health_response(b"") == "UNKNOWN"
+    status = health_pb2.HealthCheckResponse
+    assert c.health_status(status(status=status.SERVING)) == "SERVING"
+    assert c.health_status(status(status=status.NOT_SERVING)) == "NOT_SERVING"
+    assert c.health_status(status()) == "UNKNOWN"
     opts = dict(channel_options())
     assert opts["grpc.enable_retries"] == 1
     assert json.loads(opts["grpc.service_config"]) == SERVICE_CONFIG

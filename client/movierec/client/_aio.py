@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from movierec.client import _bulk
 from movierec.client import _convert as c
@@ -61,9 +62,7 @@ class AsyncClient:
             root_certificates=root_certificates, client_cert=client_cert, client_key=client_key, token=token,
         )  # fmt: skip
         self._stub = pb_grpc.RecommenderServiceStub(self._channel)
-        self._health = self._channel.unary_unary(
-            c.HEALTH_METHOD, request_serializer=None, response_deserializer=None
-        )
+        self._health = health_pb2_grpc.HealthStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -186,5 +185,7 @@ class AsyncClient:
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         with translate_errors():
-            data = await self._health(c.encode_health_request(service), timeout=self._t(timeout))
-        return c.decode_health_response(data)
+            resp = await self._health.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=self._t(timeout)
+            )
+        return c.health_status(resp)

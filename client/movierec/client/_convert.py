@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from grpc_health.v1 import health_pb2
 
 from movierec.client._errors import MovieRecError
 from movierec.client._results import (
@@ -191,27 +192,6 @@ def movies(resp: pb.GetMoviesResponse) -> Movies:
     )
 
 
-# grpc.health.v1 without a dependency on grpcio-health-checking (not in the base install): the two
-# messages are tiny, so they are encoded by hand. HealthCheckRequest{string service = 1}.
-HEALTH_METHOD = "/grpc.health.v1.Health/Check"
-HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
-
-
-def encode_health_request(service: str) -> bytes:
-    data = service.encode()
-    if not data:
-        return b""
-    out, n = bytearray(b"\x0a"), len(data)
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out) + data
-
-
-def decode_health_response(data: bytes) -> str:
-    """HealthCheckResponse{ServingStatus status = 1}: field 1 varint."""
-    status = 0
-    if len(data) >= 2 and data[0] == 0x08:
-        status = data[1]
-    return HEALTH_STATUS.get(status, "UNKNOWN")
+def health_status(resp: health_pb2.HealthCheckResponse) -> str:
+    """grpc.health.v1 ServingStatus as its name: "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN" or "UNKNOWN"."""
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, overload
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from movierec.client import _bulk
 from movierec.client import _convert as c
@@ -66,9 +67,7 @@ class Client:
             client_cert=client_cert, client_key=client_key, token=token,
         )  # fmt: skip
         self._stub = pb_grpc.RecommenderServiceStub(self._channel)
-        self._health = self._channel.unary_unary(
-            c.HEALTH_METHOD, request_serializer=None, response_deserializer=None, _registered_method=True
-        )
+        self._health = health_pb2_grpc.HealthStub(self._channel)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -181,7 +180,7 @@ class Client:
         progress: bool = True,
         timeout: float | None = math.inf,
     ) -> _bulk.ScoreAllResult:
-        """Write bulk top-k to Parquet (default) or CSV (`.csv` or format="csv"), long format
+        """Write bulk top-k to Parquet (default), CSV or TSV (`.csv`/`.tsv` or format=), long format
         user_id/rank/movie_id/score; `resume=True` continues an interrupted run (see movierec.client._bulk)."""
         return _bulk.score_all_sync(
             self._stub, self._t(timeout), k, out, shard=shard, user_range=user_range, resume=resume,
@@ -197,9 +196,8 @@ class Client:
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """grpc.health.v1 status: "SERVING", "NOT_SERVING", ... ("" = the whole server)."""
         with translate_errors():
-            return c.decode_health_response(
-                self._health(c.encode_health_request(service), timeout=self._t(timeout))
-            )
+            resp = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self._t(timeout))
+        return c.health_status(resp)
 
     def wait_until_serving(self, timeout: float = 30.0) -> None:
         """Block until health() is SERVING (the server finished warm-up) or raise MovieRecError."""

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from movierec.server.auth import GuardInterceptor, read_tokens
@@ -53,7 +53,7 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | Non
 
 
 class RecommenderServer:
-    """One scorer served over gRPC. `await start()`, then `await stop()` (or `serve_until_signal`)."""
+    """One scorer served over gRPC: `await start()`, then `await stop()` (`serve` does both around signals)."""
 
     def __init__(self, scorer: ScorerLike, settings: ServerSettings) -> None:
         self.settings = settings
@@ -105,10 +105,6 @@ class RecommenderServer:
         await self._server.stop(grace)
         await self.engine.batcher.stop()
         self._server = None
-
-
-def load_scorer(settings: ServerSettings) -> ScorerLike:
-    return ModelManager(settings.artifact, device=settings.device).load_initial()[0]
 
 
 async def serve(settings: ServerSettings) -> None:
