@@ -66,18 +66,11 @@ def test_ray_matches_grpc_bulk_and_skips_finished_blocks(tiny_artifact: Path, tm
 
 
 def test_missing_ray_extra_is_a_one_line_error(monkeypatch, tiny_artifact: Path, tmp_path: Path, capsys) -> None:
-    import builtins
+    import sys
 
     from movierec.cli import main
 
-    real_import = builtins.__import__
-
-    def no_ray(name: str, *args, **kwargs):
-        if name == "ray" or name.startswith("ray."):
-            raise ImportError("No module named 'ray'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_ray)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as when Ray is not installed
     assert main(["score-all", "--engine", "ray", "--artifact", str(tiny_artifact), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "pip install 'movierec[ray]'" in err and "Traceback" not in err
+    assert "pip install 'movierec[ray]'" in err and "Traceback" not in err and len(err.splitlines()) == 1

@@ -40,16 +40,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, help="with --engine ray: scoring actors (default: one per CPU/GPU)")
     p.add_argument("--shards", type=int, help="with several targets: number of shards (default: one per target)")
     p.add_argument("-k", "--k", type=int, default=10, help="recommendations per user (default 10)")
-    p.add_argument("--out", required=True, help="output file: .parquet (default) or .csv")
+    p.add_argument("--out", required=True, help="output file: .parquet (default), .csv or .tsv")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--shard", help="shard i/n of the users (e.g. 0/4); default: all users")
     who.add_argument("--user-range", type=_range, help="raw user ids LO:HI (HI excluded)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command")
-    p.add_argument("--format", choices=("parquet", "csv"), help="default: from the --out suffix")
+    p.add_argument("--format", choices=("parquet", "csv", "tsv"), help="default: from the --out suffix")
     p.add_argument("--chunk-users", type=int, default=0, help="users per chunk (default: the server's, 1024)")
     p.add_argument("--timeout", type=float, default=None, help="seconds for the whole run (default: none)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_score_all)
+    p.set_defaults(handler=_score_all, extra="ray")  # only --engine ray needs an extra
 
 
 def _score_all(args: argparse.Namespace) -> int:
@@ -95,15 +95,12 @@ def _score_all_ray(args: argparse.Namespace) -> int:
         raise CliError("--engine ray needs --artifact DIR (the Ray workers load it themselves)")
     if args.shard or args.user_range:
         raise CliError("--engine ray scores every user; --shard/--user-range are for --engine grpc")
-    try:
-        from movierec.trainer.ray_scoring import RayNotInstalled, score_all_ray
-    except ImportError as exc:  # the trainer extras (torch) are missing
-        raise CliError(f"--engine ray needs the trainer and Ray: pip install 'movierec[ray]' ({exc})") from None
     from movierec.core.artifact import ArtifactError
+    from movierec.trainer.ray_scoring import score_all_ray
 
     try:
         res = score_all_ray(args.artifact, args.out, k=args.k, address=args.ray_address, workers=args.workers)
-    except (RayNotInstalled, ArtifactError, ValueError) as exc:
+    except (ArtifactError, ValueError) as exc:
         raise CliError(str(exc)) from None
     print(
         f"{res.out_dir}: {res.users} users in {res.blocks_scored} blocks ({res.blocks_skipped} already done) "

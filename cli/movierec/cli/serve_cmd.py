@@ -1,7 +1,7 @@
 """`movierec serve`: serve a trained artifact over gRPC (flags win over MOVIEREC_* environment variables).
 
-The server (torch, grpc health/reflection) is imported inside the handler, so `movierec --help` and the
-client commands need no torch.
+The server (torch, grpc reflection: the `movierec[server]` extra) is imported inside the handler, so
+`movierec --help` and the client commands need no torch.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=text)
     for name, text in SWITCHES.items():
         parser.add_argument("--" + name, dest=name, action="store_true", default=None, help=text)
-    parser.set_defaults(handler=_serve)
+    parser.set_defaults(handler=_serve, extra="server")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@ each loading the artifact once (on a GPU when the cluster has GPUs), scores whol
 skips the blocks whose files already exist, so an interrupted job continues where it stopped.
 
 Without an address a local Ray sized to this machine is started; with one, the job joins that cluster.
-`ray` is the optional extra `movierec[ray]`; without it a one-line error says what to install.
+`ray` is the optional extra `movierec[ray]`, imported when a job starts: without it `import ray` raises
+ModuleNotFoundError, which the CLI turns into one line naming the extra. The files hold the one bulk output
+schema (`movierec.core.recommendations`: user_id, rank, movie_id, score), as the gRPC bulk path writes.
 """
 
 from __future__ import annotations
@@ -14,12 +16,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from movierec.core.artifact import read_manifest
@@ -27,15 +27,6 @@ from movierec.core.recommendations import long_format
 
 PART_PATTERN = "part-{block:06d}.parquet"
 MANIFEST_NAME = "_movierec_scoring.json"
-
-
-class RayNotInstalled(RuntimeError):
-    pass
-
-
-def recommendations_table(users: np.ndarray, movies: np.ndarray, scores: np.ndarray) -> pa.Table:
-    """The shared long format (user_id, rank, movie_id, score; padding dropped), as the gRPC bulk path writes."""
-    return long_format(users, movies, scores)
 
 
 class BlockScorer:
@@ -58,7 +49,7 @@ class BlockScorer:
             users = np.arange(block * self.block_users, min((block + 1) * self.block_users, n_users))
             items, scores = self.scorer.recommend_users(users, self.k)
             movies = np.where(items >= 0, self.scorer.items.to_raw(np.maximum(items, 0)), -1)
-            table = recommendations_table(self.scorer.users.to_raw(users), movies, scores)
+            table = long_format(self.scorer.users.to_raw(users), movies, scores)
             final = self.out_dir / PART_PATTERN.format(block=block)
             tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
             pq.write_table(table, tmp)
@@ -89,15 +80,6 @@ class RayScoringSummary:
     users_per_second_per_actor: float = 0.0  # while scoring and writing, actor start-up excluded
 
 
-def _import_ray() -> Any:
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError:
-        raise RayNotInstalled("Ray is not installed: pip install 'movierec[ray]' (or 'ray[data]')") from None
-    return ray
-
-
 def score_all_ray(
     artifact: str | Path,
     out_dir: str | Path,
@@ -109,7 +91,8 @@ def score_all_ray(
     device: str = "auto",
 ) -> RayScoringSummary:
     """Score every known user of `artifact` into `out_dir/part-*.parquet` on Ray Data."""
-    ray = _import_ray()
+    import ray
+    import ray.data
     manifest = read_manifest(artifact)
     n_users, n_items = manifest.n_users, manifest.n_items
     if not 1 <= k <= n_items:
@@ -143,8 +126,8 @@ def score_all_ray(
         pool = workers or max(1, min(len(todo) or 1, int(gpus) if use_gpu else cpus))
         t0 = time.perf_counter()
         if todo:
-            ds = ray.data.from_items([{"block": b} for b in todo], override_num_blocks=min(len(todo), pool * 4))
-            ds = ds.map_batches(
+            blocks = ray.data.from_items([{"block": b} for b in todo], override_num_blocks=min(len(todo), pool * 4))
+            ds = blocks.map_batches(
                 BlockScorer,
                 fn_constructor_kwargs={"artifact": str(Path(artifact).resolve()), "k": k, "out_dir": str(out.resolve()),
                                        "block_users": block_users,
@@ -172,7 +155,3 @@ def score_all_ray(
         workers=pool, out_dir=str(out), actor_peak_rss_mib=round(peak_mib, 1),
         users_per_second_per_actor=round(per_actor, 1),
     )
-
-
-def summary_dict(summary: RayScoringSummary) -> dict[str, Any]:
-    return asdict(summary)
