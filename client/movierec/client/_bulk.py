@@ -1,15 +1,17 @@
 """Bulk scoring on the client: ScoreAll chunks as numpy, and a resumable Parquet/CSV writer.
 
 `Client.iter_score_all(...)` yields `BulkChunk`s (numpy arrays decoded with `np.frombuffer`, no loop per
-user); `Client.score_all(k, out=...)` writes them to Parquet (one row group per chunk) or CSV, long format
-`user_id, rank, movie_id, score` (rank from 1; padding dropped), with a progress bar.
+user); `Client.score_all(k, out=...)` writes them to Parquet (one row group per chunk), CSV or TSV, long
+format `user_id, rank, movie_id, score` (int64, int32, int64, float32; rank from 1; padding dropped), with a
+progress bar. Ray scoring and `movierec recommend --all` write the same columns (`SCHEMA`, equal to
+`movierec.core.recommendations.SCHEMA`: the SDK imports nothing but the stubs, so it declares them itself).
 
 Crash consistency and resume. While a run is in progress the output lives next to `out`:
   - `<out>.progress.json`: the run (k, shard/range), chunks kept, bytes kept (CSV) and the cursor after the
     last kept chunk; replaced atomically (temp file + fsync + rename) only after that chunk is durable.
   - Parquet: `<out>.parts/part-NNNNNN.parquet`, one file per chunk, each written to a temp name, fsynced and
     renamed; at the end they are streamed into `out` (one row group per chunk) and removed.
-  - CSV: `<out>.partial`, appended and fsynced per chunk; renamed to `out` at the end.
+  - CSV/TSV: `<out>.partial`, appended and fsynced per chunk; renamed to `out` at the end.
 A crash at any point leaves the progress file describing a prefix of complete chunks; `resume=True` drops
 whatever was written after it (a part file with no progress entry, a CSV tail past the recorded size) and
 asks the server to continue from the cursor, so no user is lost or duplicated.
@@ -39,6 +41,8 @@ from movierec.v1 import bulk_pb2 as bulk
 ShardLike = tuple[int, int] | str | None
 RangeLike = tuple[int, int] | None
 PROGRESS_FORMAT = "movierec-score-all-progress"
+FORMATS = ("parquet", "csv", "tsv")
+# The bulk output schema of every writer (tests/unit/test_bulk_schema.py checks it equals the core's).
 SCHEMA = pa.schema(
     [("user_id", pa.int64()), ("rank", pa.int32()), ("movie_id", pa.int64()), ("score", pa.float32())]
 )
@@ -151,10 +155,19 @@ def _fsync_write(path: Path, data: bytes) -> None:
 
 def _fmt(out: Path, fmt: str | None) -> str:
     if fmt is None:
-        fmt = "csv" if out.suffix.lower() in (".csv", ".tsv") else "parquet"
-    if fmt not in ("parquet", "csv"):
-        raise ValueError(f"format {fmt!r}: choose parquet or csv")
+        fmt = {".csv": "csv", ".tsv": "tsv"}.get(out.suffix.lower(), "parquet")
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
     return fmt
+
+
+def _text_options(fmt: str, header: bool) -> Any:
+    """pyarrow CSV options of the text formats (csv: comma, tsv: tab), as `movierec recommend --all` writes."""
+    import pyarrow.csv as pacsv
+
+    return pacsv.WriteOptions(
+        include_header=header, delimiter="\t" if fmt == "tsv" else ",", quoting_style="none"
+    )
 
 
 class BulkWriter:
@@ -260,8 +273,7 @@ class BulkWriter:
             import pyarrow.csv as pacsv
 
             buf = io.BytesIO()
-            header = self.csv_bytes == 0
-            pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=header, quoting_style="none"))
+            pacsv.write_csv(table, buf, _text_options(self.fmt, header=self.csv_bytes == 0))
             if self._csv is None:
                 self._csv = self.partial.open("ab")
             self._csv.write(buf.getvalue())
@@ -297,7 +309,7 @@ class BulkWriter:
                 buf = io.BytesIO()
                 import pyarrow.csv as pacsv
 
-                pacsv.write_csv(SCHEMA.empty_table(), buf)
+                pacsv.write_csv(SCHEMA.empty_table(), buf, _text_options(self.fmt, header=True))
                 _fsync_write(self.partial, buf.getvalue())
             os.replace(self.partial, self.out)
         self._clear()
@@ -414,9 +426,8 @@ async def score_all_async(
     resume: bool = False,
     fmt: str | None = None,
     chunk_users: int = 0,
-    progress: bool = True,
 ) -> ScoreAllResult:
-    """As score_all_sync; file writes run in a worker thread so the event loop stays free."""
+    """As score_all_sync (no progress bar); file writes run in a worker thread so the event loop stays free."""
     import asyncio
 
     writer = BulkWriter(out, run_key(k, shard, user_range), fmt=fmt, resume=resume)

@@ -1,7 +1,8 @@
 """Offline top-K for every known user, through the same `Scorer` the server uses.
 
 Writes the shared long format `user_id, rank, movie_id, score` (`movierec.core.recommendations`; raw ids of
-the input files, rank from 1): Parquet for a `.parquet` path, else tab-separated text with a header. Batch by
+the input files, rank from 1): Parquet for a `.parquet` path, CSV for `.csv`, else tab-separated text (both
+with a header, as the SDK's bulk writer writes them). Batch by
 batch, so memory stays O(batch x n_items) however many users there are; the file appears atomically when
 complete.
 """
@@ -31,15 +32,18 @@ def write_all_recommendations(
     n_users = len(scorer.users)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     os.close(fd)
-    parquet = out.suffix == ".parquet"
+    suffix = out.suffix.lower()
     rows_written = 0
     try:
         writer: pq.ParquetWriter | csv.CSVWriter
-        if parquet:
+        if suffix == ".parquet":
             writer = pq.ParquetWriter(tmp_name, SCHEMA)
         else:
-            writer = csv.CSVWriter(tmp_name, SCHEMA, write_options=csv.WriteOptions(delimiter="\t", quoting_style="none"))
-        with writer, tqdm(total=n_users, unit="user", desc="recommend", disable=not progress, file=sys.stderr) as bar:
+            options = csv.WriteOptions(delimiter="," if suffix == ".csv" else "\t", quoting_style="none")
+            writer = csv.CSVWriter(tmp_name, SCHEMA, write_options=options)
+        with writer, tqdm(
+            total=n_users, unit="user", desc="recommend", disable=not progress, file=sys.stderr
+        ) as bar:
             for start in range(0, n_users, batch_size):
                 users = np.arange(start, min(start + batch_size, n_users))
                 items, scores = scorer.recommend_users(users, k)
