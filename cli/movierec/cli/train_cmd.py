@@ -95,9 +95,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--artifact", type=Path, required=True)
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", type=int, action="append", help="raw user id (repeatable)")
-    who.add_argument("--all", action="store_true", help="every known user, to --out as TSV")
+    who.add_argument("--all", action="store_true", help="every known user, to --out")
     p.add_argument("-k", type=int, default=10)
-    p.add_argument("--out", type=Path, help="with --all: user<TAB>movie<TAB>rank<TAB>score TSV")
+    p.add_argument("--out", type=Path, help="with --all: user_id, rank, movie_id, score as .parquet, .csv or TSV "
+                   "(any other suffix), the columns of `score-all`")
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(handler=_handler(cmd_recommend))
