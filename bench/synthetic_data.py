@@ -36,7 +36,7 @@ def build_artifact(out: Path, shape: str = "default", *, seed: int = 0) -> Path:
     import torch
 
     from movierec.core.artifact import Artifact, ModelEntry, RatingScale, save_artifact
-    from movierec.core.model import build_model
+    from movierec.core.models import build_model
     from movierec.trainer.config import get_preset
 
     if (out / "manifest.json").exists():

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from movierec.core.model import build_model, count_parameters
+from movierec.core.models import build_model, count_parameters
 from movierec.trainer.config import PRESETS, ModelConfig, TrainConfig
 from movierec.trainer.losses import masked_mse
 

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from movierec.core.model import BPMF, _wishart, build_model
+from movierec.core.models import BPMF, build_model
 from movierec.core.scoring import Scorer
 from movierec.core.sparse import Csr, IdMap
 from movierec.trainer.config import PRESETS, ModelConfig, TrainConfig
 from movierec.trainer.data import holdout_mask
 from movierec.trainer.pipeline import ratings_matrix, run_training
+from movierec.trainer.fit.sampler import _wishart, run_sampler
 from movierec.trainer.train import fit, predict_pairs
 
 SMALL = {"dim": 4, "alpha": 4.0, "burn_in": 20, "samples": 20}
@@ -40,7 +41,7 @@ def _rmse(pred: np.ndarray, truth: np.ndarray) -> float:
 def _model(train: Csr, **extra) -> BPMF:
     model = build_model(ModelConfig(kind="bpmf", n_items=train.n_cols, extra={**SMALL, **extra}))
     assert isinstance(model, BPMF)
-    model.solve(train)
+    run_sampler(model, train)
     return model
 
 
@@ -83,7 +84,7 @@ def test_sampler_is_seeded_and_a_second_solve_on_the_same_ratings_is_skipped() -
     assert not torch.equal(a.item_factors, _model(train, seed=1).item_factors)
     before = a.item_factors.clone()
     a.item_factors.zero_()
-    a.solve(train)  # same ratings: no new run (the fit loop and finalize both call solve)
+    run_sampler(a, train)  # same ratings: no new run (fit and finalize both run the sampler)
     assert float(a.item_factors.abs().max()) == 0.0
     a.item_factors.copy_(before)
 

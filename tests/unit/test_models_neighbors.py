@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from movierec.core.model import build_model
+from movierec.core.models import build_model
 from movierec.core.sparse import IdMap
 from movierec.trainer.config import ModelConfig, TrainConfig
 from movierec.trainer.data import holdout_mask
 from movierec.trainer.pipeline import ratings_matrix
+from movierec.trainer.fit.closed_form import KnnBaselineSolver
 from movierec.trainer.train import fit, pooled_rmse
 
 
@@ -44,7 +45,7 @@ def test_knn_baseline_similarity_and_prediction_match_the_formulas(tiny_ratings)
     n = tr.n_cols
     cfg = ModelConfig(kind="knn-baseline", n_items=n, extra={"neighbors": n, "shrink": 5.0, "l2": 0.5})
     model = build_model(cfg)
-    model.solve(tr)
+    KnnBaselineSolver().solve(model, tr)
     x = _dense(tr).double()
     rated = x != 0
     # biases: the last alternating step is the user step, so scores recompute exactly these b_u
@@ -77,7 +78,7 @@ def test_ease_sparse_and_dense_inputs_score_alike() -> None:
     """EASE multiplies sparse rating rows as a sparse matrix; the answer must equal the dense product."""
     import torch
 
-    from movierec.core.model import EASE
+    from movierec.core.models import EASE
     from movierec.trainer.config import ModelConfig
 
     model = EASE(ModelConfig(kind="ease", n_items=40))

@@ -10,7 +10,8 @@ from movierec.trainer.config import ModelConfig, TrainConfig
 from movierec.trainer.data import holdout_mask
 from movierec.trainer.losses import masked_mse
 from movierec.trainer.pipeline import ratings_matrix
-from movierec.trainer.train import fit
+from movierec.trainer.fit.gradient import GradientTrainer
+from movierec.trainer.train import finalize, fit
 
 TCFG = TrainConfig(epochs=40, batch_size=4096, optimizer="rprop", lr=0.01, patience=5, device="cpu",
                    extra={"l2": 1e-3})
@@ -39,11 +40,11 @@ def test_iautorec_counts_steps_and_refits_deterministically(tiny_ratings) -> Non
     # the kept state is the best validation epoch; one full-batch step per epoch
     assert int(model.steps) == res.best_epoch > 0
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    model.refit(full, TCFG)
+    GradientTrainer().refit(model, full, TCFG)
     assert int(model.steps) == res.best_epoch
     after = {k: v.clone() for k, v in model.state_dict().items()}
     assert not torch.equal(before["encoder.weight"], after["encoder.weight"])
-    model.refit(full, TCFG)  # from a fresh, seeded initialization: the same weights again
+    GradientTrainer().refit(model, full, TCFG)  # from a fresh, seeded initialization: the same weights again
     for k, v in model.state_dict().items():
         assert torch.equal(v, after[k]), k
     # fitted: far below a freshly initialized model's reconstruction error on the same ratings
@@ -62,7 +63,7 @@ def test_ensemble_refit_full_retrains_item_members_and_keeps_blend(tiny_ratings)
     blend = model.blend.clone()
     user_state = {k: v.clone() for k, v in model.members[1].state_dict().items()}
     enc = model.members[0].encoder.weight.clone()
-    model.finalize(full)
+    finalize(model, full, TrainConfig(epochs=40, device="cpu"))
     assert torch.equal(model.blend, blend)
     assert not torch.equal(model.members[0].encoder.weight, enc)  # I-AutoRec retrained on all ratings
     for k, v in model.members[1].state_dict().items():  # a user autoencoder has no refit: unchanged

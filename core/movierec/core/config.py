@@ -23,7 +23,7 @@ def from_json_dict(cls: type[T], data: dict[str, Any]) -> T:
 class ModelConfig:
     """Architecture of a user-based autoencoder: n_items -> hidden... -> n_items.
 
-    `kind` selects the model family in `movierec.core.model.MODEL_TYPES`; the other fields are read by that
+    `kind` selects the model family in `movierec.core.models.registry.FAMILIES`; the other fields are read by that
     family (an autoencoder reads all of them).
     """
 

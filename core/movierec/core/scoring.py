@@ -16,11 +16,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import torch
-from torch import nn
 
 from movierec.core.artifact import Artifact, RatingScale, load_artifact
 from movierec.core.device import apply_thread_policy, coo_tensors, csr_tensor, dense_rows, resolve_device
-from movierec.core.model import SPARSE_INPUT_DENSITY, build_model
+from movierec.core.models import SPARSE_INPUT_DENSITY, Recommender, build_model
 from movierec.core.sparse import Csr, IdMap
 
 
@@ -34,18 +33,11 @@ def _fill_entries(scores: torch.Tensor, matrix: Csr, value: float, *, nonzero_on
     scores.view(-1).index_fill_(0, torch.from_numpy(flat).to(scores.device), value)
 
 
-def _sparse_ranking(model: nn.Module, inputs: Csr) -> bool:
-    """Whether `model` scores sparse rows itself (`scores_sparse`) and `inputs` is sparse enough to gain."""
-    if not callable(getattr(model, "scores_sparse", None)) or inputs.n_rows == 0 or inputs.n_cols == 0:
+def _sparse_ranking(model: Recommender, inputs: Csr) -> bool:
+    """Whether `model` scores sparse rows itself (`sparse_input`) and `inputs` is sparse enough to gain."""
+    if not model.sparse_input or inputs.n_rows == 0 or inputs.n_cols == 0:
         return False
     return inputs.nnz < SPARSE_INPUT_DENSITY * inputs.n_rows * inputs.n_cols
-
-
-def model_scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Inference output of any model family: its `scores` method (or its forward pass)."""
-    fn = getattr(model, "scores", None)
-    out: torch.Tensor = fn(x) if callable(fn) else model(x)
-    return out
 
 
 @dataclass(frozen=True)
@@ -91,7 +83,7 @@ class Scorer:
         self.history: Csr = artifact.history
         self.rating_scale: RatingScale = artifact.rating_scale  # predictions are clipped into it
         self.catalog = Catalog.from_frame(artifact.catalog, artifact.items)
-        self._models: dict[str, nn.Module] = {}
+        self._models: dict[str, Recommender] = {}
         for role, entry in artifact.models.items():
             model = build_model(entry.config)
             model.load_state_dict(entry.state)
@@ -150,11 +142,11 @@ class Scorer:
             # Sparse rows straight into the model (EASE, autoencoders): no dense batch; rated movies masked
             # by one scatter.
             x_sparse = csr_tensor(inputs, self.device)
-            scores = getattr(self.ranking_model, "scores_sparse")(x_sparse).float().contiguous()  # noqa: B009
+            scores = self.ranking_model.scores_sparse(x_sparse).float().contiguous()
             _fill_entries(scores, inputs, neg_inf, nonzero_only=True)
         else:
             x = dense_rows(inputs, self.device)
-            scores = model_scores(self.ranking_model, x).float().contiguous()  # masks write through a flat view
+            scores = self.ranking_model.scores(x).float().contiguous()  # masks write through a flat view
             scores.masked_fill_(x != 0, neg_inf)
         if exclude is not None and exclude.nnz:
             _fill_entries(scores, exclude, neg_inf)
@@ -187,7 +179,7 @@ class Scorer:
             # training rating rather than a meaningless clipped score.
             return self.rating_scale.clip(self.item_means[targets.indices])
         x = dense_rows(inputs, self.device)
-        out = model_scores(self.rating_model, x)
+        out = self.rating_model.scores(x)
         r, c, _ = coo_tensors(targets, self.device)
         pred = out[r, c].float().cpu().numpy()
         # A vector with no ratings carries no signal: answer the movie's mean rating instead.

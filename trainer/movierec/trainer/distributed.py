@@ -21,6 +21,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from movierec.core.models import model_class
+
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -63,26 +65,16 @@ def barrier() -> None:
         dist.barrier()
 
 
-class DDP(DistributedDataParallel):
-    """DistributedDataParallel that also exposes the wrapped model's attributes (`kl`, `beta()`, ...), which
-    the losses read, so a loss sees the same object with or without data parallelism."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "module":  # not set yet (inside DistributedDataParallel.__init__)
-                raise
-            return getattr(self.module, name)
-
-
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
-    """`model` wrapped in DDP when a process group is up (its weights are broadcast from rank 0), else itself."""
+    """`model` wrapped in DDP when a process group is up (its weights are broadcast from rank 0), else itself.
+
+    The wrapper only runs forward passes (it synchronizes the gradients); the trainer keeps the model itself
+    for everything else (the losses read its `extra_loss`, validation calls its `scores`)."""
     if not is_distributed():
         return model
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     # No buffer of these models changes during training, so there is nothing to broadcast every step.
-    return DDP(model, device_ids=ids, broadcast_buffers=False)
+    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
 def unsupported_reason(preset_name: str, kinds: Iterable[str]) -> str | None:
@@ -91,11 +83,8 @@ def unsupported_reason(preset_name: str, kinds: Iterable[str]) -> str | None:
     Data parallelism applies to models trained by gradient steps in `fit`; closed-form models (EASE,
     most-popular) and least-squares ensembles (the `ensemble` and `best` presets) are refused.
     """
-    from movierec.core.model import MODEL_TYPES
-
     for kind in kinds:
-        factory = MODEL_TYPES.get(kind)
-        if getattr(factory, "closed_form", False) or getattr(factory, "is_ensemble", False):
+        if model_class(kind).trained_by != "gradient":
             return (
                 f"preset {preset_name!r} includes model kind {kind!r}, which is not trained by gradient steps; "
                 "--nproc supports classic, deep-ae, dae, mult-dae, mult-vae and iautorec: "

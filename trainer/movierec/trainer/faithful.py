@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from movierec.core.model import Autoencoder
+from movierec.core.models import Autoencoder
 from movierec.trainer.config import ModelConfig
 
 MAX_DENSE_CELLS = 50_000_000  # the notebook's dense matrices only make sense for ml-100k-sized data

@@ -1,13 +1,18 @@
-"""Training losses. Each returns (mean loss over the counted entries, number of entries counted)."""
+"""Training losses. Each returns (mean loss over the counted entries, number of entries counted).
+
+A loss gets the callable that runs the forward pass (the model, or its DDP wrapper under data parallelism)
+and the model itself, whose declared hooks (`extra_loss`) it reads after the forward pass."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]]
+from movierec.core.models import Recommender
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+LossFn = Callable[[Forward, Recommender, torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]]
 
 
 def masked_mse(output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -20,8 +25,10 @@ def masked_mse(output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor
     return (diff * diff).sum() / count, count
 
 
-def masked_mse_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
-    return masked_mse(model(inputs), targets)
+def masked_mse_loss(
+    forward: Forward, model: Recommender, inputs: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    return masked_mse(forward(inputs), targets)
 
 
 def multinomial_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -30,20 +37,23 @@ def multinomial_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(torch.log_softmax(logits, dim=1) * y).sum(dim=1).mean()
 
 
-def multinomial_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Multinomial likelihood of the rated movies, plus beta * KL for a variational model (Mult-VAE).
+def multinomial_loss(
+    forward: Forward, model: Recommender, inputs: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """Multinomial likelihood of the rated movies, plus the model's `extra_loss` (Mult-VAE: the annealed
+    beta * KL of this forward pass).
 
-    Counted per user (rows with at least one rating); the model's `beta()` gives the annealed KL weight.
+    Counted per user (rows with at least one rating).
     """
     keep = (targets != 0).any(dim=1)
     count = int(keep.sum())
     if count == 0:
         return inputs.sum() * 0.0, 0
-    logits = model(inputs[keep])
+    logits = forward(inputs[keep])
     loss = multinomial_nll(logits, targets[keep])
-    kl = getattr(model, "kl", None)
-    if getattr(model, "variational", False) and kl is not None:
-        loss = loss + model.beta() * kl  # type: ignore[operator]
+    extra = model.extra_loss()
+    if extra is not None:
+        loss = loss + extra
     return loss, count
 
 

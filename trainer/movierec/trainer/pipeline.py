@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 import time
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from movierec.core.artifact import Artifact, ModelEntry, RatingScale, data_fingerprint, save_artifact
-from movierec.core.model import member_needs_users, model_objective
+from movierec.core.models import member_needs_users, model_objective
 from movierec.core.scoring import Scorer
 from movierec.core.sparse import Csr, IdMap
 from movierec.trainer import distributed
@@ -22,7 +23,7 @@ from movierec.trainer.config import ModelConfig, Preset, TrainConfig
 from movierec.trainer.data.splits import holdout_mask
 from movierec.trainer.evaluate import evaluate
 from movierec.trainer.plots import learning_curve_png
-from movierec.trainer.train import FitResult, fit
+from movierec.trainer.train import FitResult, finalize, fit
 
 CATALOG_COLUMNS = ["item", "title", "year", "genres"]
 
@@ -69,7 +70,7 @@ def resolve_roles(preset: Preset, overrides: dict[str, Any] | None) -> dict[str,
     """
     overrides = overrides or {}
     main_model, main_train = resolve_configs(preset, overrides)
-    roles = {model_objective(main_model.kind): (main_model, main_train)}
+    roles: dict[str, tuple[ModelConfig, TrainConfig]] = {model_objective(main_model.kind): (main_model, main_train)}
     if preset.ranking_model is not None:
         rtrain = preset.ranking_train or TrainConfig()
         if "device" in overrides.get("train", {}):
@@ -134,9 +135,8 @@ def run_training(
         t0 = time.perf_counter()
         ckpt = CheckpointSpec(Path(checkpoint_dir) / f"{role}.pt", resume) if checkpoint_dir is not None else None
         result = fit(fit_train, fit_valid, model_cfg, train_cfg, progress=progress, checkpoint=ckpt)
-        finalize = getattr(result.model, "finalize", None)
-        if finalize is not None and rank == 0:  # only rank 0 writes the artifact
-            finalize(full)  # codes / closed-form weights from every training rating (no test data)
+        if rank == 0:  # only rank 0 writes the artifact
+            finalize(result.model, full, train_cfg)  # codes / closed-form weights from every training rating
         if result.chosen:
             model_cfg = dataclasses.replace(model_cfg, extra={**model_cfg.extra, **result.chosen})
         seconds = time.perf_counter() - t0
@@ -195,7 +195,8 @@ def run_training(
         metrics["valid_ndcg@10"] = fits["ranking"].best_valid_ndcg
     if test_df is not None:
         # The test file only reports: the models, epochs and hyperparameters were fixed above.
-        scorer = Scorer(artifact, next(iter(result.model.buffers()), next(result.model.parameters())).device)
+        model_device = next(itertools.chain(result.model.buffers(), result.model.parameters())).device
+        scorer = Scorer(artifact, model_device)
         metrics.update({f"test_{k_}": v for k_, v in evaluate(scorer, test_df, k).items()})
     artifact.metrics = metrics
     version = save_artifact(artifact, out)

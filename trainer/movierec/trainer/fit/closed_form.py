@@ -1,0 +1,195 @@
+"""Closed-form training: EASE, the kNN-baseline and most-popular are solved from the ratings, with their
+hyperparameters (l2, EASE's like threshold) picked on the validation split."""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+
+from movierec.core.models import EASE, KNNBaseline, Popularity, Recommender
+from movierec.core.sparse import Csr
+from movierec.trainer.config import TrainConfig
+from movierec.trainer.fit.base import FitOptions, FitRun, Trainer
+from movierec.trainer.fit.common import EpochStats, FitResult, pooled_rmse, validation_ndcg
+
+Settings = dict[str, float]
+
+
+class Solver(ABC):
+    """How one closed-form family is solved: its candidate settings, and the solve itself."""
+
+    def grid(self, model: Recommender) -> list[Settings]:
+        """Settings to try, in order (the first best one wins); [{}] when there is nothing to choose."""
+        return [{}]
+
+    def apply(self, model: Recommender, settings: Settings) -> None:  # noqa: B027 (nothing to set by default)
+        """Set the model's hyperparameters to `settings` (kept for scoring and for `finalize`)."""
+
+    @abstractmethod
+    def solve(self, model: Recommender, train: Csr) -> None:
+        """Fill the model's buffers from the rows of `train` (users x items) with its current settings."""
+
+
+def _l2_grid(model: EASE | KNNBaseline) -> list[float]:
+    return [float(v) for v in model.config.extra.get("l2_grid", [model.l2])]
+
+
+class EaseSolver(Solver):
+    """B = argmin ||Y - X B||^2 + l2 ||B||^2, diag(B) = 0 (see `movierec.core.models.ease.EASE`)."""
+
+    def grid(self, model: Recommender) -> list[Settings]:
+        assert isinstance(model, EASE)
+        thresholds = [float(v) for v in model.config.extra.get("like_threshold_grid", [model.like_threshold])]
+        return [{"l2": l2, "like_threshold": thr} for thr in thresholds for l2 in _l2_grid(model)]
+
+    def apply(self, model: Recommender, settings: Settings) -> None:
+        assert isinstance(model, EASE)
+        model.l2 = float(settings["l2"])
+        model.like_threshold = float(settings["like_threshold"])
+
+    def solve(self, model: Recommender, train: Csr) -> None:
+        assert isinstance(model, EASE)
+        dev = model.weights.device
+        n = model.config.n_items
+        r, c, v = train.to_coo()
+        rt, ct = torch.from_numpy(r).to(dev), torch.from_numpy(c).to(dev)
+        x = torch.zeros(train.n_rows, n, dtype=torch.float64, device=dev)
+        x[rt, ct] = 1.0
+        gram = x.T @ x
+        gram.diagonal().add_(model.l2)
+        p = torch.linalg.inv(gram)
+        if model.target in ("liked", "graded"):
+            y = torch.zeros_like(x)
+            keep = torch.from_numpy(v >= model.like_threshold).to(dev)
+            if model.target == "liked":
+                y[rt[keep], ct[keep]] = 1.0
+            else:  # graded: 1 at the threshold, one more per star above it
+                y[rt[keep], ct[keep]] = torch.from_numpy(
+                    v[v >= model.like_threshold] - model.like_threshold + 1
+                ).to(dev, torch.float64)
+            cmat = p @ (x.T @ y)
+        else:
+            cmat = torch.eye(n, dtype=torch.float64, device=dev) - p * model.l2  # P X'X = I - l2 P
+        b = cmat - p * (torch.diagonal(cmat) / torch.diagonal(p))[None, :]
+        b.fill_diagonal_(0.0)
+        model.weights.copy_(b.float())
+
+
+class KnnBaselineSolver(Solver):
+    """Ridge biases by alternating closed-form steps, then shrunk Pearson-baseline similarities, top neighbours."""
+
+    def grid(self, model: Recommender) -> list[Settings]:
+        assert isinstance(model, KNNBaseline)
+        return [{"l2": l2} for l2 in _l2_grid(model)]
+
+    def apply(self, model: Recommender, settings: Settings) -> None:
+        assert isinstance(model, KNNBaseline)
+        model.l2 = float(settings["l2"])
+
+    def solve(self, model: Recommender, train: Csr) -> None:
+        assert isinstance(model, KNNBaseline)
+        n_u, n_i = train.n_rows, model.config.n_items
+        r, c, v = train.to_coo()
+        v = v.astype(np.float64)
+        mu = float(v.mean()) if v.size else 0.0
+        cnt_i = np.bincount(c, minlength=n_i)
+        cnt_u = np.bincount(r, minlength=n_u)
+        bu, bi = np.zeros(n_u), np.zeros(n_i)
+        for _ in range(max(model.bias_steps, 1)):
+            bi = np.bincount(c, v - mu - bu[r], minlength=n_i) / (model.reg_item + cnt_i)
+            bu = np.bincount(r, v - mu - bi[c], minlength=n_u) / (model.reg_user + cnt_u)
+        e = torch.zeros(n_u, n_i, dtype=torch.float64)
+        m = torch.zeros(n_u, n_i, dtype=torch.float64)
+        rt, ct = torch.from_numpy(r), torch.from_numpy(c)
+        e[rt, ct] = torch.from_numpy(v - mu - bu[r] - bi[c])
+        m[rt, ct] = 1.0
+        num = e.T @ e
+        sq = (e * e).T @ m  # sq[i, j]: sum of e_ui^2 over the users who rated both i and j
+        den = torch.sqrt(sq * sq.T)
+        rho = torch.where(den > 0, num / den.clamp_min(1e-12), torch.zeros_like(num))
+        common = m.T @ m
+        s = rho * common / (common + model.shrink)
+        s.fill_diagonal_(0.0)
+        s = s.clamp_min(0.0).pow(model.power)
+        k = min(model.neighbors, n_i)
+        top = torch.topk(s, k, dim=1)
+        kept = torch.zeros_like(s).scatter_(1, top.indices, top.values)
+        model.mu.fill_(mu)
+        model.item_bias.copy_(torch.from_numpy(bi).float())
+        model.sim.copy_(kept.float())
+
+
+class PopularitySolver(Solver):
+    def solve(self, model: Recommender, train: Csr) -> None:
+        assert isinstance(model, Popularity)
+        counts = np.bincount(train.indices, minlength=model.config.n_items).astype(np.float32)
+        model.counts.copy_(torch.from_numpy(counts))
+
+
+# The solver of each closed-form family (a new closed-form family adds its line here).
+SOLVERS: dict[type[Recommender], Solver] = {
+    EASE: EaseSolver(),
+    KNNBaseline: KnnBaselineSolver(),
+    Popularity: PopularitySolver(),
+}
+
+
+def solver_for(model: Recommender) -> Solver:
+    try:
+        return SOLVERS[type(model)]
+    except KeyError:
+        raise ValueError(f"no closed-form solver for {type(model).__name__}; add one to SOLVERS") from None
+
+
+class ClosedFormTrainer(Trainer):
+    """Solve for every candidate setting of the family's grid (extra['l2_grid'] x extra['like_threshold_grid'],
+    each defaulting to the configured value) and keep the best on validation: NDCG@10 for ranking models,
+    RMSE for rating models."""
+
+    def fit(self, run: FitRun, options: FitOptions) -> FitResult:
+        start = time.perf_counter()
+        model, train, device = run.model, run.train, run.device
+        valid = run.valid if run.valid is not None and run.valid.nnz > 0 else None
+        solver = solver_for(model)
+        result = FitResult(model=model, device=str(device))
+        grid = solver.grid(model)
+        ranking = model.objective == "ranking"
+        best_i, best = 0, math.inf
+        for i, settings in enumerate(grid, start=1):
+            t0 = time.perf_counter()
+            solver.apply(model, settings)
+            solver.solve(model, train)
+            ndcg = rmse = float("nan")
+            if valid is not None:
+                if ranking:
+                    ndcg = validation_ndcg(model, train, valid, device)
+                else:
+                    rmse = pooled_rmse(model, train, valid, device)
+            stats = EpochStats(i, float("nan"), rmse, time.perf_counter() - t0, valid_ndcg=ndcg)
+            result.history.append(stats)
+            if options.on_epoch is not None:
+                options.on_epoch(stats)
+            score = -ndcg if ranking else rmse
+            if valid is not None and score < best:
+                best, best_i = score, i - 1
+        settings = grid[best_i]
+        solver.apply(model, settings)
+        if len(grid) > 1:
+            solver.solve(model, train)  # the last solve was another candidate's
+        model.eval()
+        result.best_epoch = best_i + 1
+        if valid is not None:
+            if ranking:
+                result.best_valid_ndcg = -best
+            else:
+                result.best_valid_rmse = best
+        result.chosen = dict(settings)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def finalize(self, model: Recommender, full: Csr, train_config: TrainConfig) -> None:
+        solver_for(model).solve(model, full)
