@@ -13,7 +13,7 @@ EVERY_FLAG = [
     "--epochs", "7", "--batch-size", "9", "--lr", "0.0003", "--seed", "4", "--device", "cpu",
     "--checkpoint-dir", "ck", "--threads", "1", "--quiet", "--json", "--resume",
 ]
-NOT_FORWARDED = {"nproc", "handler", "command", "faithful"}  # --faithful is refused with --nproc
+NOT_FORWARDED = {"nproc", "handler", "command", "faithful", "extra"}  # --faithful is refused with --nproc; extra: not a flag
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
