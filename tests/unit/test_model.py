@@ -46,3 +46,20 @@ def test_every_preset_builds() -> None:
             model = build_model(ModelConfig.from_dict({**cfg.to_dict(), "n_items": 30, "extra": {**cfg.extra, "n_users": 4}}))
             x = torch.rand(2, 30) * (torch.rand(2, 30) < 0.5)
             assert model.scores(x).shape == (2, 30)
+
+
+def test_every_family_declares_its_traits_and_a_family_without_them_is_refused() -> None:
+    from movierec.core.models import FAMILIES, Recommender
+
+    for kind, fam in FAMILIES.items():
+        cls = fam.model
+        assert cls.orientation in ("user", "item") and cls.objective in ("rating", "ranking"), kind
+        assert cls.trained_by in ("gradient", "closed_form", "sampler", "ensemble"), kind
+    with pytest.raises(TypeError, match="orientation"):
+
+        class _NoOrientation(Recommender):
+            objective = "rating"
+            trained_by = "gradient"
+
+            def scores(self, x: torch.Tensor) -> torch.Tensor:
+                return x

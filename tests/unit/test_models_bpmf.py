@@ -13,8 +13,8 @@ from movierec.core.scoring import Scorer
 from movierec.core.sparse import Csr, IdMap
 from movierec.trainer.config import PRESETS, ModelConfig, TrainConfig
 from movierec.trainer.data import holdout_mask
-from movierec.trainer.pipeline import ratings_matrix, run_training
 from movierec.trainer.fit.sampler import _wishart, run_sampler
+from movierec.trainer.pipeline import ratings_matrix, run_training
 from movierec.trainer.train import fit, predict_pairs
 
 SMALL = {"dim": 4, "alpha": 4.0, "burn_in": 20, "samples": 20}

@@ -9,8 +9,8 @@ from movierec.core.models import build_model
 from movierec.core.sparse import IdMap
 from movierec.trainer.config import ModelConfig, TrainConfig
 from movierec.trainer.data import holdout_mask
-from movierec.trainer.pipeline import ratings_matrix
 from movierec.trainer.fit.closed_form import KnnBaselineSolver
+from movierec.trainer.pipeline import ratings_matrix
 from movierec.trainer.train import fit, pooled_rmse
 
 

@@ -8,9 +8,9 @@ import torch
 from movierec.core.sparse import IdMap
 from movierec.trainer.config import ModelConfig, TrainConfig
 from movierec.trainer.data import holdout_mask
+from movierec.trainer.fit.gradient import GradientTrainer
 from movierec.trainer.losses import masked_mse
 from movierec.trainer.pipeline import ratings_matrix
-from movierec.trainer.fit.gradient import GradientTrainer
 from movierec.trainer.train import finalize, fit
 
 TCFG = TrainConfig(epochs=40, batch_size=4096, optimizer="rprop", lr=0.01, patience=5, device="cpu",

@@ -55,7 +55,9 @@ class Recommender(nn.Module, ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if getattr(cls, "__abstractmethods__", None):  # an abstract intermediate class
+        # ABCMeta marks abstract classes only after this hook runs: a class that still inherits the abstract
+        # `scores` is an intermediate base, not a family
+        if next(vars(k)["scores"] for k in cls.__mro__ if "scores" in vars(k)) is Recommender.__dict__["scores"]:
             return
         for name, allowed in _TRAITS.items():
             value = next((vars(k)[name] for k in cls.__mro__ if name in vars(k)), None)
