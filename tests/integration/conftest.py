@@ -42,6 +42,36 @@ class SlowScorer:
         return self._inner.predict(inputs, targets)
 
 
+class GatedScorer:
+    """Delegates to a real scorer; every topk/predict sets `entered` and then blocks until `release` is set
+    (at most `WAIT_S`), so a test can hold the model step busy exactly as long as its scenario needs,
+    whatever the machine's load. Records the rows scored."""
+
+    WAIT_S = 120.0
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.rows_scored: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _hold(self, n_rows: int) -> None:
+        self.entered.set()
+        self.release.wait(self.WAIT_S)
+        self.rows_scored.append(n_rows)
+
+    def topk(self, inputs: Any, k: int, **kw: Any) -> Any:
+        self._hold(inputs.n_rows)
+        return self._inner.topk(inputs, k, **kw)
+
+    def predict(self, inputs: Any, targets: Any) -> Any:
+        self._hold(inputs.n_rows)
+        return self._inner.predict(inputs, targets)
+
+
 class ServerThread:
     """Runs RecommenderServer on its own event loop in a daemon thread."""
 
@@ -120,3 +150,11 @@ def make_server(scorer: Any) -> Iterator[Any]:
 def slow(scorer: Any) -> Any:
     """`slow(delay)` -> a SlowScorer around the session scorer."""
     return lambda delay: SlowScorer(scorer, delay)
+
+
+@pytest.fixture()
+def gated(scorer: Any) -> Iterator[GatedScorer]:
+    """A GatedScorer around the session scorer (released after the test, so no server thread stays held)."""
+    g = GatedScorer(scorer)
+    yield g
+    g.release.set()

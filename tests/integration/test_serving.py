@@ -39,22 +39,22 @@ def test_concurrent_calls_are_batched_and_match_unbatched_scoring(make_server: A
         np.testing.assert_allclose(recs[0].scores, scores[0][items[0] >= 0], rtol=1e-5, atol=1e-6)
 
 
-def test_expired_requests_are_skipped_not_scored(make_server: Any, scorer: Any, slow: Any) -> None:
-    slow_scorer = slow(0.5)
-    srv = make_server(slow_scorer, max_delay_ms=0)
+def test_expired_requests_are_skipped_not_scored(make_server: Any, scorer: Any, gated: Any) -> None:
+    srv = make_server(gated, max_delay_ms=0)
     users = scorer.users.raw[:2].tolist()
-    with Client(srv.target, timeout=10) as c, ThreadPoolExecutor(1) as pool:
-        busy = pool.submit(c.recommend, users[0], 3)  # occupies the model for 0.5 s
-        time.sleep(0.1)
+    with Client(srv.target, timeout=60) as c, ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(c.recommend, users[0], 3)
+        assert gated.entered.wait(gated.WAIT_S), "the first call never reached the model"  # it holds the model
         with pytest.raises(MovieRecError) as exc:
             c.recommend([users[1]] * 7, k=3, timeout=0.15)  # 7 rows: recognizable if scored
         assert exc.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-        busy.result()
-        deadline = time.monotonic() + 5
+        gated.release.set()
+        busy.result(gated.WAIT_S)
+        deadline = time.monotonic() + gated.WAIT_S
         while srv.stats.requests_dropped_expired + srv.stats.requests_dropped_cancelled < 1:
             assert time.monotonic() < deadline, "expired request was not dropped"
             time.sleep(0.02)
-    assert 7 not in slow_scorer.rows_scored
+    assert 7 not in gated.rows_scored
 
 
 def test_full_queue_answers_resource_exhausted(make_server: Any, scorer: Any, slow: Any) -> None:
@@ -75,21 +75,28 @@ def test_full_queue_answers_resource_exhausted(make_server: Any, scorer: Any, sl
     assert len(out) - len(errors) >= 2
 
 
-def test_graceful_shutdown_finishes_call_in_flight(make_server: Any, scorer: Any, slow: Any) -> None:
-    srv = make_server(slow(0.8), max_delay_ms=0)
+def test_graceful_shutdown_finishes_call_in_flight(make_server: Any, scorer: Any, gated: Any) -> None:
+    srv = make_server(gated, max_delay_ms=0)
     user = int(scorer.users.raw[0])
-    with Client(srv.target, timeout=10) as c, ThreadPoolExecutor(1) as pool:
+    with Client(srv.target, timeout=60) as c, ThreadPoolExecutor(1) as pool:
         assert c.health() == "SERVING"
         in_flight = pool.submit(c.recommend, user, 3)
-        time.sleep(0.3)
-        stopping = srv.stop(grace=5)
-        time.sleep(0.1)
-        with pytest.raises(MovieRecError) as exc:  # new calls are refused once stopping
-            c.recommend(user, k=3, timeout=1)
-        assert exc.value.code == grpc.StatusCode.UNAVAILABLE
-        recs = in_flight.result(10)
+        assert gated.entered.wait(gated.WAIT_S), "the call never reached the model"  # held in the model step
+        stopping = srv.stop(grace=gated.WAIT_S)
+        # new calls are refused once stopping
+        deadline = time.monotonic() + gated.WAIT_S
+        while True:
+            with pytest.raises(MovieRecError) as exc:
+                c.recommend(user, k=3, timeout=1)
+            if exc.value.code == grpc.StatusCode.UNAVAILABLE:
+                break
+            # accepted just before the server stopped listening: it queued, then timed out or was cancelled
+            assert exc.value.code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED), exc.value
+            assert time.monotonic() < deadline, "new calls were still accepted while stopping"
+        gated.release.set()
+        recs = in_flight.result(gated.WAIT_S)
         assert recs[0].user_id == user and len(recs[0]) == 3
-        stopping.result(10)
+        stopping.result(gated.WAIT_S)
     from grpc_health.v1 import health_pb2
 
     async def status() -> int:
