@@ -74,9 +74,8 @@ def test_overload_is_refused_fast_admitted_latency_bounded_and_recovers(
         assert time.perf_counter() - t0 < 0.5
 
 
-def test_deadline_passed_in_queue_is_dropped_before_the_model(make_server: Any, scorer: Any, slow: Any) -> None:
-    inner = slow(0.4)
-    srv = make_server(inner, max_batch_size=1, max_delay_ms=0)
+def test_deadline_passed_in_queue_is_dropped_before_the_model(make_server: Any, scorer: Any, gated: Any) -> None:
+    srv = make_server(gated, max_batch_size=1, max_delay_ms=0)
     user = int(scorer.users.raw[0])
     results: list[Any] = []
 
@@ -87,21 +86,25 @@ def test_deadline_passed_in_queue_is_dropped_before_the_model(make_server: Any, 
         except MovieRecError as err:
             results.append(err.code)
 
-    first = threading.Thread(target=call, args=(5.0,))
+    first = threading.Thread(target=call, args=(gated.WAIT_S,))
     first.start()
-    time.sleep(0.1)  # the first call occupies the model for 0.4 s
+    assert gated.entered.wait(gated.WAIT_S), "the first call never reached the model"  # it holds the model
     late = [threading.Thread(target=call, args=(0.15,)) for _ in range(3)]
     for t in late:
         t.start()
-    for t in [first, *late]:
-        t.join(10)
-    time.sleep(0.5)
-    st = srv.stats
+    for t in late:
+        t.join(gated.WAIT_S)
+    gated.release.set()
+    first.join(gated.WAIT_S)
     assert results.count(grpc.StatusCode.DEADLINE_EXCEEDED) == 3
     # counted by the server (grpc may cancel the waiting handler at its deadline before the batcher sees
     # the job: then it counts as cancelled; either way it was dropped from the queue) ...
+    deadline = time.monotonic() + gated.WAIT_S
+    while (st := srv.stats).requests_dropped_expired + st.requests_dropped_cancelled < 3:
+        assert time.monotonic() < deadline, f"the expired calls were not dropped: {st}"
+        time.sleep(0.02)
     assert st.requests_dropped_expired + st.requests_dropped_cancelled == 3
-    assert inner.rows_scored == [1]  # ... and never scored
+    assert gated.rows_scored == [1]  # ... and never scored
 
 
 def test_cancelled_stream_stops_within_one_batch(make_server: Any, scorer: Any, slow: Any) -> None:
