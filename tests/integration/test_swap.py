@@ -108,29 +108,30 @@ def test_swap_under_continuous_load_fails_no_call(
 
 
 def test_call_in_flight_finishes_on_the_model_it_started_with(
-    make_server: Any, scorer: Any, slow: Any, tiny_artifact: Path, second_artifact: Path, tmp_path: Path
+    make_server: Any, scorer: Any, gated: Any, tiny_artifact: Path, second_artifact: Path, tmp_path: Path
 ) -> None:
     from movierec.core.scoring import Scorer
 
     versions = tmp_path / "models"
     versions.mkdir()
     publish(tiny_artifact, versions, "v1")
-    old = slow(0.6)
+    old = gated  # holds the call in the old model's step until the swap is done
     srv = make_server(old, max_delay_ms=0)
     manager = manager_for(srv, versions)
     user = int(scorer.users.raw[0])
     out: dict[str, Any] = {}
 
     def slow_call() -> None:
-        with Client(srv.target, timeout=20) as c:
+        with Client(srv.target, timeout=gated.WAIT_S) as c:
             out["recs"] = c.recommend(user, k=5)
 
     t = threading.Thread(target=slow_call)
     t.start()
-    time.sleep(0.2)  # the call is in the old model's step now
+    assert gated.entered.wait(gated.WAIT_S), "the call never reached the old model"  # in its step now
     publish(second_artifact, versions, "v2")
     assert srv.run(manager.reload()).result(60) is True
-    t.join(20)
+    gated.release.set()
+    t.join(gated.WAIT_S)
     recs = out["recs"]
     assert recs.model_version == scorer.info.version  # answered by the model it started on
     assert old.rows_scored == [1]
