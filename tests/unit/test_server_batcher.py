@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
 
@@ -62,16 +63,31 @@ def test_row_cap_counts_rows_and_big_jobs_run_alone() -> None:
 
 def test_expired_and_cancelled_jobs_are_dropped_before_running() -> None:
     async def main() -> None:
-        b, seen = make(step_s=0.2)
+        running, release = threading.Event(), threading.Event()
+        seen: list[list[int]] = []
+
+        def run(jobs: Sequence[int]) -> list[int]:  # job 1's step lasts until the test releases it
+            running.set()
+            release.wait(60)
+            seen.append(list(jobs))
+            return [j * 10 for j in jobs]
+
+        b: DynamicBatcher[int, int] = DynamicBatcher(run, max_batch_size=8, max_delay_s=0.0, max_queue_size=100)
         b.start()
         loop = asyncio.get_running_loop()
         first = asyncio.ensure_future(b.submit(1))
-        await asyncio.sleep(0.05)  # job 1 is running
-        expired = asyncio.ensure_future(b.submit(2, deadline=loop.time() + 0.05))
+        assert await asyncio.to_thread(running.wait, 60), "job 1 never ran"
+        deadline = loop.time() + 0.05
+        expired = asyncio.ensure_future(b.submit(2, deadline=deadline))
         cancelled = asyncio.ensure_future(b.submit(3))
-        await asyncio.sleep(0.01)
+        give_up = loop.time() + 60
+        while loop.time() <= deadline or b.queued != 2:  # job 2's deadline passes while job 1 runs
+            assert loop.time() < give_up, f"jobs 2 and 3 not queued: {b.queued}"
+            await asyncio.sleep(0.01)
         cancelled.cancel()
         kept = asyncio.ensure_future(b.submit(4))
+        await asyncio.sleep(0)  # job 4 queued
+        release.set()
         assert await first == 10 and await kept == 40
         with pytest.raises(RequestError) as exc:
             await expired
