@@ -10,7 +10,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from movierec.core.config import ModelConfig, from_json_dict
+from movierec.core.config import FamilySettings, ModelConfig, from_json_dict
+
+
+@dataclass(frozen=True)
+class TrainSettings(FamilySettings):
+    """Training settings beyond `TrainConfig`'s fields, stored as its `extra`: the L2 penalty on weight matrices."""
+
+    l2: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,12 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         return from_json_dict(cls, data)
 
+    @property
+    def settings(self) -> TrainSettings:
+        return TrainSettings.parse(self.extra, "training")
+
     def validate(self) -> None:
+        self.settings  # noqa: B018  (unknown or mistyped extra settings fail here)
         if self.epochs <= 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
         if self.batch_size <= 0:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from movierec.core.config import ModelConfig
+from movierec.core.config import FamilySettings, ModelConfig
 from movierec.core.models.base import Recommender, activation
+
+
+@dataclass(frozen=True)
+class AutoencoderSettings(FamilySettings):
+    """The user autoencoder has no settings beyond `ModelConfig`'s own fields: `extra` must be empty."""
 
 
 class Autoencoder(Recommender):
@@ -26,6 +33,7 @@ class Autoencoder(Recommender):
         super().__init__()
         config.validate()
         self.config = config
+        self.settings = AutoencoderSettings.parse(config.extra, f"model kind {config.kind!r}")
         sizes = [config.n_items, *config.hidden]
         code_at = 1 + min(range(len(config.hidden)), key=lambda i: config.hidden[i])
         enc: list[nn.Module] = []

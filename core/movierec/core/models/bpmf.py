@@ -3,12 +3,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from movierec.core.config import ModelConfig
+from movierec.core.config import FamilySettings, ModelConfig
 from movierec.core.models.base import Recommender, drop_legacy_keys, is_sparse
+
+
+@dataclass(frozen=True)
+class BPMFSettings(FamilySettings):
+    """BPMF settings: factors, noise precision and its prior, sampler length and seed, implicit factors."""
+
+    dim: int = 10
+    alpha: float = 1.5
+    burn_in: int = 50
+    samples: int = 100
+    beta0: float = 2.0
+    seed: int = 0
+    noise_prior: float = 0.0
+    implicit: bool = False
+    implicit_power: float = 0.5
 
 
 class BPMF(Recommender):
@@ -58,16 +74,17 @@ class BPMF(Recommender):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        ex = config.extra
-        self.implicit = bool(ex.get("implicit", False))
-        self.implicit_power = float(ex.get("implicit_power", 0.5))
-        self.dim = int(ex.get("dim", 10))
-        self.alpha = float(ex.get("alpha", 1.5))
-        self.burn_in = int(ex.get("burn_in", 50))
-        self.samples = int(ex.get("samples", 100))
-        self.beta0 = float(ex.get("beta0", 2.0))
-        self.seed = int(ex.get("seed", 0))
-        self.noise_prior = float(ex.get("noise_prior", 0.0))
+        self.settings = BPMFSettings.parse(config.extra, f"model kind {config.kind!r}")
+        ex = self.settings
+        self.implicit = ex.implicit
+        self.implicit_power = ex.implicit_power
+        self.dim = ex.dim
+        self.alpha = ex.alpha
+        self.burn_in = ex.burn_in
+        self.samples = ex.samples
+        self.beta0 = ex.beta0
+        self.seed = ex.seed
+        self.noise_prior = ex.noise_prior
         if self.dim <= 0 or self.samples <= 0 or self.burn_in < 0 or self.alpha <= 0:
             raise ValueError("BPMF needs dim > 0, samples > 0, burn_in >= 0 and alpha > 0")
         s, n, d = self.samples, config.n_items, self.dim

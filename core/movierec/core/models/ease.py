@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
-from movierec.core.config import ModelConfig
+from movierec.core.config import FamilySettings, ModelConfig
 from movierec.core.models.base import Recommender, binary_csr, drop_legacy_keys, is_sparse
+
+
+@dataclass(frozen=True)
+class EASESettings(FamilySettings):
+    """EASE's settings (`ModelConfig.extra`): the weight, its validation grid, the target, the like threshold."""
+
+    l2: float = 500.0
+    l2_grid: tuple[float, ...] = ()  # candidates the closed-form trainer picks from on validation
+    target: Literal["rated", "liked", "graded"] = "rated"
+    like_threshold: float = 4.0
+    like_threshold_grid: tuple[float, ...] = ()
 
 
 class EASE(Recommender):
@@ -31,9 +43,10 @@ class EASE(Recommender):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.l2 = float(config.extra.get("l2", 500.0))
-        self.target = str(config.extra.get("target", "rated"))
-        self.like_threshold = float(config.extra.get("like_threshold", 4.0))
+        self.settings = EASESettings.parse(config.extra, f"model kind {config.kind!r}")
+        self.l2 = self.settings.l2
+        self.target = self.settings.target
+        self.like_threshold = self.settings.like_threshold
         self.register_buffer("weights", torch.zeros(config.n_items, config.n_items))
 
     def _load_from_state_dict(

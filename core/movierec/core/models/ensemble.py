@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from movierec.core.config import ModelConfig
+from movierec.core.config import FamilySettings, ModelConfig
 from movierec.core.models.base import Recommender
+
+
+@dataclass(frozen=True)
+class EnsembleSettings(FamilySettings):
+    """Ensemble settings: the members ({"model": ModelConfig dict, "train": TrainConfig dict} each), the blend
+    weights (one per member, then the intercept; fitted on validation), the refit and the training users."""
+
+    members: tuple[Any, ...] = ()
+    weights: tuple[float, ...] = ()
+    refit_full: bool = False
+    n_users: int = 0
 
 
 class Ensemble(Recommender):
@@ -32,28 +44,31 @@ class Ensemble(Recommender):
 
         super().__init__()
         self.config = config
-        members = config.extra.get("members", [])
+        self.settings = EnsembleSettings.parse(config.extra, f"model kind {config.kind!r}")
+        members = self.settings.members
         if not members:
             raise ValueError("an ensemble needs extra['members'] (a list of {'model': ..., 'train': ...})")
         self.member_configs = [self.member_config(i) for i in range(len(members))]
         self.members = nn.ModuleList([build_model(c) for c in self.member_configs])
-        weights = config.extra.get("weights") or [1.0 / len(members)] * len(members) + [0.0]
+        weights = list(self.settings.weights) or [1.0 / len(members)] * len(members) + [0.0]
         self.register_buffer("blend", torch.tensor(weights, dtype=torch.float32))
 
     def member_config(self, i: int) -> ModelConfig:
-        spec = dict(self.config.extra["members"][i]["model"])
+        from movierec.core.models.registry import model_class
+
+        spec = dict(self.settings.members[i]["model"])
         extra = {**spec.get("extra", {})}
-        if "n_users" in self.config.extra:
-            extra["n_users"] = self.config.extra["n_users"]
+        if self.settings.n_users and model_class(spec.get("kind", "autoencoder")).orientation == "item":
+            extra["n_users"] = self.settings.n_users  # item-based members are built over the training users
         return ModelConfig.from_dict({**spec, "n_items": self.config.n_items, "extra": extra})
 
     def member_train_config(self, i: int) -> dict[str, Any]:
         """Member i's training settings as configured (a TrainConfig dict; the trainer parses it)."""
-        return dict(self.config.extra["members"][i].get("train", {}))
+        return dict(self.settings.members[i].get("train", {}))
 
     @property
     def refit_full(self) -> bool:
-        return bool(self.config.extra.get("refit_full", False))
+        return self.settings.refit_full
 
     def recommenders(self) -> list[Recommender]:
         out: list[Recommender] = []

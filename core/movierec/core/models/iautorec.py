@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 
-from movierec.core.config import ModelConfig
+from movierec.core.config import FamilySettings, ModelConfig
 from movierec.core.device import dense_batch
 from movierec.core.models.base import Recommender, activation
 from movierec.core.sparse import Csr
@@ -18,6 +20,14 @@ def _rating_keys(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """An exact integer fingerprint of each rating row (half-star resolution): equal rows give equal keys."""
     q = torch.round(x * 2).to(torch.int64)
     return (q * weights).sum(dim=1)
+
+
+@dataclass(frozen=True)
+class IAutoRecSettings(FamilySettings):
+    """I-AutoRec settings: the number of training users (set by the pipeline) and the fold-in ridge weight."""
+
+    n_users: int = 0
+    fold_in_l2: float = 100.0
 
 
 class IAutoRec(Recommender):
@@ -51,13 +61,14 @@ class IAutoRec(Recommender):
         super().__init__()
         config.validate()
         self.config = config
-        n_users = int(config.extra.get("n_users", 0))
+        self.settings = IAutoRecSettings.parse(config.extra, f"model kind {config.kind!r}")
+        n_users = self.settings.n_users
         if n_users <= 0:
             raise ValueError(
                 "IAutoRec needs extra['n_users'] > 0 (set by the pipeline from the training data)"
             )
         d = config.hidden[0]
-        self.fold_in_l2 = float(config.extra.get("fold_in_l2", 100.0))
+        self.fold_in_l2 = self.settings.fold_in_l2
         self.input_dropout = nn.Dropout(config.input_dropout) if config.input_dropout > 0 else nn.Identity()
         self.encoder = nn.Linear(n_users, d)
         self.act = activation(config.activation)

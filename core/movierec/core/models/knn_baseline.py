@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from movierec.core.config import ModelConfig
+from movierec.core.config import FamilySettings, ModelConfig
 from movierec.core.models.base import Recommender, drop_legacy_keys
+
+
+@dataclass(frozen=True)
+class KNNBaselineSettings(FamilySettings):
+    """kNN-baseline settings: shrinkage, neighbourhood size, bias regularization and the prediction ridge."""
+
+    l2: float = 1.0
+    l2_grid: tuple[float, ...] = ()
+    reg_item: float = 10.0
+    reg_user: float = 15.0
+    shrink: float = 100.0
+    power: float = 1.0
+    neighbors: int = 100
+    bias_steps: int = 10
 
 
 class KNNBaseline(Recommender):
@@ -32,14 +47,15 @@ class KNNBaseline(Recommender):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        ex = config.extra
-        self.l2 = float(ex.get("l2", 1.0))
-        self.reg_item = float(ex.get("reg_item", 10.0))
-        self.reg_user = float(ex.get("reg_user", 15.0))
-        self.shrink = float(ex.get("shrink", 100.0))
-        self.power = float(ex.get("power", 1.0))
-        self.neighbors = int(ex.get("neighbors", 100))
-        self.bias_steps = int(ex.get("bias_steps", 10))
+        self.settings = KNNBaselineSettings.parse(config.extra, f"model kind {config.kind!r}")
+        ex = self.settings
+        self.l2 = ex.l2
+        self.reg_item = ex.reg_item
+        self.reg_user = ex.reg_user
+        self.shrink = ex.shrink
+        self.power = ex.power
+        self.neighbors = ex.neighbors
+        self.bias_steps = ex.bias_steps
         n = config.n_items
         self.register_buffer("mu", torch.zeros(()))
         self.register_buffer("item_bias", torch.zeros(n))

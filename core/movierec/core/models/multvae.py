@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from movierec.core.config import ModelConfig
+from movierec.core.config import FamilySettings, ModelConfig
 from movierec.core.models.base import Recommender, activation
+
+
+@dataclass(frozen=True)
+class MultVAESettings(FamilySettings):
+    """Mult-VAE / Mult-DAE settings: variational or not, and the KL weight's annealing."""
+
+    variational: bool = True
+    beta_max: float = 0.2
+    anneal_steps: int = 2000
 
 
 class MultVAE(Recommender):
@@ -26,9 +37,10 @@ class MultVAE(Recommender):
         super().__init__()
         config.validate()
         self.config = config
-        self.variational = bool(config.extra.get("variational", True))
-        self.beta_max = float(config.extra.get("beta_max", 0.2))
-        self.anneal_steps = int(config.extra.get("anneal_steps", 2000))
+        self.settings = MultVAESettings.parse(config.extra, f"model kind {config.kind!r}")
+        self.variational = self.settings.variational
+        self.beta_max = self.settings.beta_max
+        self.anneal_steps = self.settings.anneal_steps
         self.steps = 0
         self.kl = torch.zeros(())
         sizes = [config.n_items, *config.hidden]

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from movierec.core.config import ModelConfig
+from movierec.core.config import FamilySettings, ModelConfig
 from movierec.core.models.base import Recommender, drop_legacy_keys
+
+
+@dataclass(frozen=True)
+class PopularitySettings(FamilySettings):
+    """Most-popular has no settings: `extra` must be empty."""
 
 
 class Popularity(Recommender):
@@ -21,6 +27,7 @@ class Popularity(Recommender):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.settings = PopularitySettings.parse(config.extra, f"model kind {config.kind!r}")
         self.register_buffer("counts", torch.zeros(config.n_items))
 
     def _load_from_state_dict(

@@ -35,7 +35,7 @@ class Solver(ABC):
 
 
 def _l2_grid(model: EASE | KNNBaseline) -> list[float]:
-    return [float(v) for v in model.config.extra.get("l2_grid", [model.l2])]
+    return list(model.settings.l2_grid) or [model.l2]
 
 
 class EaseSolver(Solver):
@@ -43,7 +43,7 @@ class EaseSolver(Solver):
 
     def grid(self, model: Recommender) -> list[Settings]:
         assert isinstance(model, EASE)
-        thresholds = [float(v) for v in model.config.extra.get("like_threshold_grid", [model.like_threshold])]
+        thresholds = list(model.settings.like_threshold_grid) or [model.like_threshold]
         return [{"l2": l2, "like_threshold": thr} for thr in thresholds for l2 in _l2_grid(model)]
 
     def apply(self, model: Recommender, settings: Settings) -> None:
@@ -146,7 +146,7 @@ def solver_for(model: Recommender) -> Solver:
 
 
 class ClosedFormTrainer(Trainer):
-    """Solve for every candidate setting of the family's grid (extra['l2_grid'] x extra['like_threshold_grid'],
+    """Solve for every candidate setting of the family's grid (the settings' l2_grid x like_threshold_grid,
     each defaulting to the configured value) and keep the best on validation: NDCG@10 for ranking models,
     RMSE for rating models."""
 

@@ -68,7 +68,7 @@ class GradientTrainer(Trainer):
         loss_fn = get_loss(train_config.loss)
         mse_loss = train_config.loss in MSE_LOSSES
         optimizer = _optimizer(model, train_config)
-        l2 = float(train_config.extra.get("l2", 0.0))
+        l2 = train_config.settings.l2
         weights = [p for p in model.parameters() if p.dim() >= 2]
         rows_all = np.flatnonzero(fit_rows.row_lengths() > 0)
         # validation clips as served
@@ -236,7 +236,7 @@ class GradientTrainer(Trainer):
             opt = torch.optim.Adam(
                 model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
             )
-        l2 = float(train_config.extra.get("l2", 0.0))
+        l2 = train_config.settings.l2
         weights = [p for p in model.parameters() if p.dim() >= 2]
         was_training = model.training
         model.train()
