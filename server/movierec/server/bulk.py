@@ -128,10 +128,8 @@ class BulkScorer:
         self.chunks_scored = 0  # for tests and benchmarks
 
     def plan(self, request: bulk.ScoreAllRequest) -> BulkPlan:
-        model = getattr(self.engine, "model", None)  # one consistent (scorer, version) snapshot
-        scorer = model.scorer if model is not None else self.engine.scorer
-        version = str(model.version) if model is not None else self.engine.version
-        return plan(request, scorer, version, self.engine.settings.max_message_bytes)
+        model = self.engine.model  # one consistent (scorer, version) snapshot
+        return plan(request, model.scorer, str(model.version), self.engine.settings.max_message_bytes)
 
     async def stream(self, p: BulkPlan) -> AsyncIterator[bulk.ScoreAllChunk]:
         """Chunks of the plan in order; scoring stays at most PREFETCH chunks ahead of what was yielded."""

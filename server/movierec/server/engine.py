@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -21,12 +21,15 @@ from movierec.server.batcher import DynamicBatcher
 from movierec.server.config import ServerSettings
 from movierec.server.errors import invalid
 
+if TYPE_CHECKING:  # the scorer (torch) is loaded by the model manager, not at import
+    from movierec.core.scoring import ModelInfo
+
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
 
 
 class ScorerLike(Protocol):
-    info: Any
+    info: ModelInfo
     users: IdMap
     items: IdMap
     catalog: Any

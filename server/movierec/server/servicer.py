@@ -222,7 +222,7 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
         scorer = self.engine.model.scorer
         info = scorer.info
         s = self.engine.settings
-        model_types = dict(getattr(info, "model_types", {}) or {})
+        model_types = dict(info.model_types)
         model = types.ModelInfo(
             version=str(info.version),
             dataset=str(info.dataset),
@@ -234,7 +234,7 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
             metrics={str(k): float(v) for k, v in dict(info.metrics).items()},
             created_at=str(info.created_at),
             training_seconds=float(info.training_seconds),
-            config_json=json.dumps(getattr(info, "config", {}) or {}, sort_keys=True, default=str),
+            config_json=json.dumps(info.config, sort_keys=True, default=str),
             device=str(scorer.device),
             rating_scale=types.RatingScale(
                 min=scorer.rating_scale.min, max=scorer.rating_scale.max, step=scorer.rating_scale.step
