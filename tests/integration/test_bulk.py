@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -156,19 +157,60 @@ def test_resume_refuses_other_model_or_run(client: Client) -> None:
         list(client.iter_score_all(0))
 
 
-def test_cancel_stops_work_within_a_chunk(make_server: Any, slow: Any) -> None:
-    inner = slow(0.05)
+class HoldAfterFirstChunk:
+    """Delegates to a real scorer; the first chunk goes through, every later one waits for `release`."""
+
+    WAIT_S = 120.0
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.rows_scored: list[int] = []
+        self.release = threading.Event()
+        self.idle = threading.Event()  # set whenever no topk is running
+        self.idle.set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def topk(self, inputs: Any, k: int, **kw: Any) -> Any:
+        self.idle.clear()
+        try:
+            if self.rows_scored:
+                self.release.wait(self.WAIT_S)
+            out = self._inner.topk(inputs, k, **kw)
+            self.rows_scored.append(inputs.n_rows)
+            return out
+        finally:
+            self.idle.set()
+
+
+def _wait_for(condition: Any, what: str, wait_s: float = HoldAfterFirstChunk.WAIT_S) -> None:
+    deadline = time.monotonic() + wait_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {wait_s:.0f} s"
+        time.sleep(0.01)
+
+
+def test_cancel_stops_work_within_a_chunk(make_server: Any, scorer: Any) -> None:
+    inner = HoldAfterFirstChunk(scorer)
     srv = make_server(inner)
-    with Client(srv.target) as c:
-        it = c.iter_score_all(K, chunk_users=4)  # 30 chunks of 50 ms: 1.5 s of work
-        next(it)
-        it.close()  # cancels the call
-    time.sleep(0.5)
+    try:
+        with Client(srv.target) as c:
+            it = c.iter_score_all(K, chunk_users=4)  # 30 chunks; the second waits for the release
+            next(it)
+            it.close()  # cancels the call
+        _wait_for(lambda: srv.server.guard.active_streams == 0, "the server ended the cancelled stream")
+    finally:
+        inner.release.set()  # the chunk being scored finishes (and is dropped); none queued after it runs
+    _wait_for(inner.idle.is_set, "the released chunk finished")
     scored = len(inner.rows_scored)
-    time.sleep(0.3)
-    assert len(inner.rows_scored) == scored <= 6, inner.rows_scored  # stopped, not 30 chunks
-    with Client(srv.target) as c, pytest.raises(MovieRecError) as err:
-        list(c.iter_score_all(K, chunk_users=4, timeout=0.3))
+    assert scored <= 6, inner.rows_scored  # stopped, not 30 chunks
+    inner.release.clear()  # a new call is held at its second chunk: it outlives its 0.3 s deadline
+    try:
+        with Client(srv.target) as c, pytest.raises(MovieRecError) as err:
+            list(c.iter_score_all(K, chunk_users=4, timeout=0.3))
+    finally:
+        inner.release.set()
     assert err.value.code.name == "DEADLINE_EXCEEDED"
 
 
