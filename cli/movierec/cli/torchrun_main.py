@@ -8,6 +8,7 @@ It lives in the CLI (which knows every package) so that the trainer never import
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -44,4 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Leave without interpreter finalization: torch's gloo objects still alive then (a DDP reducer keeps its
+    # process group past destroy_process_group) are destroyed with their worker threads joinable, and the rank
+    # aborts ("terminate called without an active exception", SIGABRT) after its work was done and written.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
