@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from waiting import wait_for
 
 from movierec.client import AsyncClient, Client, MovieRecError
 from movierec.client import _bulk as bulk_sdk
@@ -184,13 +184,6 @@ class HoldAfterFirstChunk:
             self.idle.set()
 
 
-def _wait_for(condition: Any, what: str, wait_s: float = HoldAfterFirstChunk.WAIT_S) -> None:
-    deadline = time.monotonic() + wait_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} within {wait_s:.0f} s"
-        time.sleep(0.01)
-
-
 def test_cancel_stops_work_within_a_chunk(make_server: Any, scorer: Any) -> None:
     inner = HoldAfterFirstChunk(scorer)
     srv = make_server(inner)
@@ -199,10 +192,10 @@ def test_cancel_stops_work_within_a_chunk(make_server: Any, scorer: Any) -> None
             it = c.iter_score_all(K, chunk_users=4)  # 30 chunks; the second waits for the release
             next(it)
             it.close()  # cancels the call
-        _wait_for(lambda: srv.server.guard.active_streams == 0, "the server ended the cancelled stream")
+        wait_for(lambda: srv.server.guard.active_streams == 0, "the server ended the cancelled stream")
     finally:
         inner.release.set()  # the chunk being scored finishes (and is dropped); none queued after it runs
-    _wait_for(inner.idle.is_set, "the released chunk finished")
+    wait_for(inner.idle.is_set, "the released chunk finished")
     scored = len(inner.rows_scored)
     assert scored <= 6, inner.rows_scored  # stopped, not 30 chunks
     inner.release.clear()  # a new call is held at its second chunk: it outlives its 0.3 s deadline

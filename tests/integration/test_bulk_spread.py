@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+from waiting import WAIT_S, wait_for
 
 from movierec.cli import main
 from movierec.client import Client
 from movierec.client._bulk import spread_score_all
-
-WAIT_S = 120.0  # generous: every wait below ends as soon as its condition holds
 
 
 class HoldAfterFirstChunk:
@@ -46,13 +44,6 @@ class HoldAfterFirstChunk:
         return out
 
 
-def _wait_for(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} within {WAIT_S:.0f} s"
-        time.sleep(0.01)
-
-
 def test_spread_over_two_servers_survives_one_stopping(make_server, scorer, tmp_path: Path) -> None:
     held = HoldAfterFirstChunk(scorer)
     slow_a = make_server(held)
@@ -73,7 +64,7 @@ def test_spread_over_two_servers_survives_one_stopping(make_server, scorer, tmp_
             client.recommend([int(scorer.users.raw[0])], 1)
             return held.calls > 0 and b.stats.requests_served > 0
 
-        _wait_for(both_served, "both servers answered a call")
+        wait_for(both_served, "both servers answered a call")
         held.armed = True
         killer = threading.Thread(target=stop_a_after_its_first_chunk, daemon=True)
         killer.start()

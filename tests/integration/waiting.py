@@ -1,0 +1,16 @@
+"""Waiting on a condition, never on the clock: the one polling helper the integration tests share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+WAIT_S = 120.0  # generous: a wait ends as soon as its condition holds; this only bounds a broken test
+
+
+def wait_for(condition: Callable[[], object], what: str, wait_s: float = WAIT_S) -> None:
+    """Poll `condition` until it is true; fail naming `what` if it is still false after `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {wait_s:.0f} s"
+        time.sleep(0.01)
