@@ -60,7 +60,8 @@ def test_every_family_declares_its_traits_and_a_family_without_them_is_refused()
     for kind, fam in FAMILIES.items():
         cls = fam.model
         assert cls.orientation in ("user", "item") and cls.objective in ("rating", "ranking"), kind
-        assert cls.trained_by in ("gradient", "closed_form", "sampler", "ensemble"), kind
+        assert cls.trained_by in ("gradient", "closed_form", "sampler", "ensemble", "side_gradient"), kind
+        assert cls.side_information == (cls.trained_by == "side_gradient"), kind
     with pytest.raises(TypeError, match="orientation"):
 
         class _NoOrientation(Recommender):

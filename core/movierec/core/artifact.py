@@ -9,6 +9,7 @@ Layout (all plain formats; nothing is pickled):
     users.npy items.npy  raw ids in dense-index order (the id maps)
     history.npz          the training ratings as CSR (indptr, indices, values), to score known users
     catalog.parquet      movie id, title, year, genres
+    profiles.parquet     (optional) the known users' profiles: user, age, gender, occupation, zip
     metrics.json         evaluation results
     *.png                plots (learning curves), listed in the manifest too
 
@@ -43,6 +44,7 @@ import pandas as pd
 import torch
 
 from movierec.core.config import ModelConfig
+from movierec.core.features import FeatureSchema
 from movierec.core.sparse import Csr, IdMap
 
 FORMAT = "movierec-artifact"
@@ -50,6 +52,7 @@ FORMAT_VERSION = 2  # 2: rating_scale, features, catalog (version 1 artifacts lo
 MANIFEST = "manifest.json"
 CATALOG_FILE = "catalog.parquet"
 HISTORY_FILE = "history.npz"
+PROFILES_FILE = "profiles.parquet"  # optional: the known users' profiles (user, age, gender, occupation, zip)
 
 # Candidate rating steps, coarsest first: the inferred step is the first one every rating lies on.
 _STEPS: tuple[float, ...] = (1.0, 0.5, 0.25, 0.2, 0.1, 0.05, 0.01)
@@ -134,17 +137,6 @@ def _snap(value: float, step: float) -> float:
     """float32 ratings (4.1 stored as 4.099999904...) written back as the decimal the data meant."""
     digits = max(0, -math.floor(math.log10(step))) + 1 if step > 0 else 6
     return round(value, digits)
-
-
-@dataclass(frozen=True)
-class FeatureSchema:
-    """Side information a model was trained with: the names of its user and movie features (none yet)."""
-
-    user_features: tuple[str, ...] = ()
-    item_features: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, list[str]]:
-        return {"user_features": list(self.user_features), "item_features": list(self.item_features)}
 
 
 @dataclass(frozen=True)
@@ -308,6 +300,7 @@ class Artifact:
     path: Path | None = None
     rating_scale: RatingScale = field(kw_only=True)  # of the training data (RatingScale.infer)
     features: FeatureSchema = field(default_factory=FeatureSchema, kw_only=True)
+    profiles: pd.DataFrame | None = field(default=None, kw_only=True)  # user, age, gender, occupation, zip
     manifest: Manifest | None = field(default=None, kw_only=True)  # set by save_artifact / load_artifact
 
 
@@ -384,6 +377,10 @@ def save_artifact(artifact: Artifact, out_dir: str | Path) -> str:
         buf = io.BytesIO()
         artifact.catalog.to_parquet(buf, index=False)
         put(CATALOG_FILE, buf.getvalue())
+        if artifact.profiles is not None:
+            buf = io.BytesIO()
+            artifact.profiles.to_parquet(buf, index=False)
+            put(PROFILES_FILE, buf.getvalue())
         put("metrics.json", json.dumps(artifact.metrics, indent=2, sort_keys=True).encode())
         for name, data in artifact.plots.items():
             put(name, data)
@@ -528,6 +525,7 @@ def load_artifact(path: str | Path, *, verify: bool = True) -> Artifact:
         with np.load(root / HISTORY_FILE, allow_pickle=False) as z:
             history = Csr(z["indptr"], z["indices"], z["values"], int(z["n_cols"][0]))
         catalog = pd.read_parquet(root / manifest.catalog.file)
+        profiles = pd.read_parquet(root / PROFILES_FILE) if PROFILES_FILE in manifest.files else None
         metrics = json.loads((root / "metrics.json").read_text())
         models: dict[str, ModelEntry] = {}
         for role, spec in manifest.models.items():
@@ -555,5 +553,5 @@ def load_artifact(path: str | Path, *, verify: bool = True) -> Artifact:
     plots = {n: b"" for n in manifest.files if n.endswith(".png")}
     return Artifact(
         models, users, items, history, catalog, metrics, manifest.meta(), plots, manifest.version, root,
-        rating_scale=manifest.rating_scale, features=manifest.features, manifest=manifest,
+        rating_scale=manifest.rating_scale, features=manifest.features, manifest=manifest, profiles=profiles,
     )  # fmt: skip

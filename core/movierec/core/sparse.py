@@ -7,7 +7,7 @@ Everything here is numpy only: the server, the trainer and the bulk scorers shar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -18,16 +18,31 @@ FloatArray = npt.NDArray[np.float32]
 
 @dataclass(frozen=True)
 class IdMap:
-    """Maps raw ids (as in the input files) to dense indices 0..n-1 and back.
+    """Maps raw ids (as in the input files) to dense indices 0..n-1 and back: `raw[i]` is the id of index i.
 
-    `raw` is sorted and unique, so the dense index of a raw id is its position (vectorized searchsorted).
+    `raw` is unique. A map built from data (`from_ids`) is sorted, so the dense index of a raw id is its
+    position (vectorized searchsorted); an extended map (`extended`: trained movies, then movies added after
+    training) is not, and looks ids up through a sorting permutation computed once.
     """
 
     raw: IntArray
+    _sorter: IntArray | None = field(default=None, init=False, repr=False, compare=False)
+    _ordered: IntArray | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        raw = self.raw
+        if raw.size > 1 and not bool((raw[1:] > raw[:-1]).all()):
+            sorter = np.argsort(raw, kind="stable")
+            object.__setattr__(self, "_sorter", sorter)
+            object.__setattr__(self, "_ordered", raw[sorter])
 
     @classmethod
     def from_ids(cls, ids: npt.ArrayLike) -> IdMap:
         return cls(np.unique(np.asarray(ids, dtype=np.int64)))
+
+    def extended(self, ids: npt.ArrayLike) -> IdMap:
+        """This map with `ids` (unique, none known here) appended as indices len(self).. in the given order."""
+        return IdMap(np.concatenate([self.raw, np.asarray(ids, dtype=np.int64)]))
 
     def __len__(self) -> int:
         return int(self.raw.shape[0])
@@ -37,10 +52,12 @@ class IdMap:
         ids = np.asarray(ids, dtype=np.int64)
         if len(self) == 0:
             return np.full(ids.shape, -1, dtype=np.int64)
-        pos = np.searchsorted(self.raw, ids)
+        ordered = self.raw if self._ordered is None else self._ordered
+        pos = np.searchsorted(ordered, ids)
         pos_clipped = np.minimum(pos, len(self) - 1)
-        known = self.raw[pos_clipped] == ids
-        return np.where(known, pos_clipped, -1).astype(np.int64)
+        known = ordered[pos_clipped] == ids
+        index = pos_clipped if self._sorter is None else self._sorter[pos_clipped]
+        return np.where(known, index, -1).astype(np.int64)
 
     def to_raw(self, index: npt.ArrayLike) -> IntArray:
         return self.raw[np.asarray(index, dtype=np.int64)]

@@ -26,7 +26,7 @@ from movierec.v1 import bulk_pb2 as movierec_dot_v1_dot_bulk__pb2
 from movierec.v1 import types_pb2 as movierec_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%movierec/v1/recommender_service.proto\x12\x0bmovierec.v1\x1a\x16movierec/v1/bulk.proto\x1a\x17movierec/v1/types.proto\"}\n\x10RecommendRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\x03\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x19\n\x11\x65xclude_movie_ids\x18\x03 \x03(\x03\x12\x19\n\x11include_movie_ids\x18\x04 \x03(\x03\x12\x16\n\x0einclude_titles\x18\x05 \x01(\x08\"d\n\x11RecommendResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x38\n\x0frecommendations\x18\x02 \x03(\x0b\x32\x1f.movierec.v1.RecommendationList\"U\n\x0cRatingsQuery\x12*\n\x07ratings\x18\x01 \x01(\x0b\x32\x19.movierec.v1.RatingVector\x12\x19\n\x11predict_movie_ids\x18\x02 \x03(\x03\"\xa1\x01\n\x1aRecommendForRatingsRequest\x12*\n\x07queries\x18\x01 \x03(\x0b\x32\x19.movierec.v1.RatingsQuery\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x19\n\x11\x65xclude_movie_ids\x18\x03 \x03(\x03\x12\x19\n\x11include_movie_ids\x18\x04 \x03(\x03\x12\x16\n\x0einclude_titles\x18\x05 \x01(\x08\"}\n\rRatingsResult\x12\x38\n\x0frecommendations\x18\x01 \x01(\x0b\x32\x1f.movierec.v1.RecommendationList\x12\x32\n\x0bpredictions\x18\x02 \x01(\x0b\x32\x1d.movierec.v1.PredictedRatings\"a\n\x1bRecommendForRatingsResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12+\n\x07results\x18\x02 \x03(\x0b\x32\x1a.movierec.v1.RatingsResult\"\xb3\x01\n\x16StreamRecommendRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x32\n\trecommend\x18\x02 \x01(\x0b\x32\x1d.movierec.v1.RecommendRequestH\x00\x12H\n\x15recommend_for_ratings\x18\x03 \x01(\x0b\x32\'.movierec.v1.RecommendForRatingsRequestH\x00\x42\x07\n\x05query\",\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xe2\x01\n\x17StreamRecommendResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x33\n\trecommend\x18\x02 \x01(\x0b\x32\x1e.movierec.v1.RecommendResponseH\x00\x12I\n\x15recommend_for_ratings\x18\x03 \x01(\x0b\x32(.movierec.v1.RecommendForRatingsResponseH\x00\x12)\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x18.movierec.v1.StreamErrorH\x00\x42\x08\n\x06result\"\x15\n\x13GetModelInfoRequest\"h\n\x14GetModelInfoResponse\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.movierec.v1.ModelInfo\x12)\n\x06limits\x18\x02 \x01(\x0b\x32\x19.movierec.v1.ServerLimits\"%\n\x10GetMoviesRequest\x12\x11\n\tmovie_ids\x18\x01 \x03(\x03\"N\n\x11GetMoviesResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\"\n\x06movies\x18\x02 \x03(\x0b\x32\x12.movierec.v1.Movie2\x95\x04\n\x12RecommenderService\x12J\n\tRecommend\x12\x1d.movierec.v1.RecommendRequest\x1a\x1e.movierec.v1.RecommendResponse\x12h\n\x13RecommendForRatings\x12\'.movierec.v1.RecommendForRatingsRequest\x1a(.movierec.v1.RecommendForRatingsResponse\x12`\n\x0fStreamRecommend\x12#.movierec.v1.StreamRecommendRequest\x1a$.movierec.v1.StreamRecommendResponse(\x01\x30\x01\x12S\n\x0cGetModelInfo\x12 .movierec.v1.GetModelInfoRequest\x1a!.movierec.v1.GetModelInfoResponse\x12J\n\tGetMovies\x12\x1d.movierec.v1.GetMoviesRequest\x1a\x1e.movierec.v1.GetMoviesResponse\x12\x46\n\x08ScoreAll\x12\x1c.movierec.v1.ScoreAllRequest\x1a\x1a.movierec.v1.ScoreAllChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%movierec/v1/recommender_service.proto\x12\x0bmovierec.v1\x1a\x16movierec/v1/bulk.proto\x1a\x17movierec/v1/types.proto\"}\n\x10RecommendRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\x03\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x19\n\x11\x65xclude_movie_ids\x18\x03 \x03(\x03\x12\x19\n\x11include_movie_ids\x18\x04 \x03(\x03\x12\x16\n\x0einclude_titles\x18\x05 \x01(\x08\"d\n\x11RecommendResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x38\n\x0frecommendations\x18\x02 \x03(\x0b\x32\x1f.movierec.v1.RecommendationList\"\x80\x01\n\x0cRatingsQuery\x12*\n\x07ratings\x18\x01 \x01(\x0b\x32\x19.movierec.v1.RatingVector\x12\x19\n\x11predict_movie_ids\x18\x02 \x03(\x03\x12)\n\x07profile\x18\x03 \x01(\x0b\x32\x18.movierec.v1.UserProfile\"\xa1\x01\n\x1aRecommendForRatingsRequest\x12*\n\x07queries\x18\x01 \x03(\x0b\x32\x19.movierec.v1.RatingsQuery\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x19\n\x11\x65xclude_movie_ids\x18\x03 \x03(\x03\x12\x19\n\x11include_movie_ids\x18\x04 \x03(\x03\x12\x16\n\x0einclude_titles\x18\x05 \x01(\x08\"}\n\rRatingsResult\x12\x38\n\x0frecommendations\x18\x01 \x01(\x0b\x32\x1f.movierec.v1.RecommendationList\x12\x32\n\x0bpredictions\x18\x02 \x01(\x0b\x32\x1d.movierec.v1.PredictedRatings\"a\n\x1bRecommendForRatingsResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12+\n\x07results\x18\x02 \x03(\x0b\x32\x1a.movierec.v1.RatingsResult\"\xb3\x01\n\x16StreamRecommendRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x32\n\trecommend\x18\x02 \x01(\x0b\x32\x1d.movierec.v1.RecommendRequestH\x00\x12H\n\x15recommend_for_ratings\x18\x03 \x01(\x0b\x32\'.movierec.v1.RecommendForRatingsRequestH\x00\x42\x07\n\x05query\",\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xe2\x01\n\x17StreamRecommendResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x33\n\trecommend\x18\x02 \x01(\x0b\x32\x1e.movierec.v1.RecommendResponseH\x00\x12I\n\x15recommend_for_ratings\x18\x03 \x01(\x0b\x32(.movierec.v1.RecommendForRatingsResponseH\x00\x12)\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x18.movierec.v1.StreamErrorH\x00\x42\x08\n\x06result\"\x15\n\x13GetModelInfoRequest\"h\n\x14GetModelInfoResponse\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.movierec.v1.ModelInfo\x12)\n\x06limits\x18\x02 \x01(\x0b\x32\x19.movierec.v1.ServerLimits\"%\n\x10GetMoviesRequest\x12\x11\n\tmovie_ids\x18\x01 \x03(\x03\"N\n\x11GetMoviesResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\"\n\x06movies\x18\x02 \x03(\x0b\x32\x12.movierec.v1.Movie\"9\n\x13UpsertMoviesRequest\x12\"\n\x06movies\x18\x01 \x03(\x0b\x32\x12.movierec.v1.Movie\"_\n\x14UpsertMoviesResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x05\x12\x0f\n\x07updated\x18\x03 \x01(\x05\x12\x10\n\x08n_movies\x18\x04 \x01(\x03\x32\xea\x04\n\x12RecommenderService\x12J\n\tRecommend\x12\x1d.movierec.v1.RecommendRequest\x1a\x1e.movierec.v1.RecommendResponse\x12h\n\x13RecommendForRatings\x12\'.movierec.v1.RecommendForRatingsRequest\x1a(.movierec.v1.RecommendForRatingsResponse\x12`\n\x0fStreamRecommend\x12#.movierec.v1.StreamRecommendRequest\x1a$.movierec.v1.StreamRecommendResponse(\x01\x30\x01\x12S\n\x0cGetModelInfo\x12 .movierec.v1.GetModelInfoRequest\x1a!.movierec.v1.GetModelInfoResponse\x12J\n\tGetMovies\x12\x1d.movierec.v1.GetMoviesRequest\x1a\x1e.movierec.v1.GetMoviesResponse\x12S\n\x0cUpsertMovies\x12 .movierec.v1.UpsertMoviesRequest\x1a!.movierec.v1.UpsertMoviesResponse\x12\x46\n\x08ScoreAll\x12\x1c.movierec.v1.ScoreAllRequest\x1a\x1a.movierec.v1.ScoreAllChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,28 +37,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDREQUEST']._serialized_end=228
   _globals['_RECOMMENDRESPONSE']._serialized_start=230
   _globals['_RECOMMENDRESPONSE']._serialized_end=330
-  _globals['_RATINGSQUERY']._serialized_start=332
-  _globals['_RATINGSQUERY']._serialized_end=417
-  _globals['_RECOMMENDFORRATINGSREQUEST']._serialized_start=420
-  _globals['_RECOMMENDFORRATINGSREQUEST']._serialized_end=581
-  _globals['_RATINGSRESULT']._serialized_start=583
-  _globals['_RATINGSRESULT']._serialized_end=708
-  _globals['_RECOMMENDFORRATINGSRESPONSE']._serialized_start=710
-  _globals['_RECOMMENDFORRATINGSRESPONSE']._serialized_end=807
-  _globals['_STREAMRECOMMENDREQUEST']._serialized_start=810
-  _globals['_STREAMRECOMMENDREQUEST']._serialized_end=989
-  _globals['_STREAMERROR']._serialized_start=991
-  _globals['_STREAMERROR']._serialized_end=1035
-  _globals['_STREAMRECOMMENDRESPONSE']._serialized_start=1038
-  _globals['_STREAMRECOMMENDRESPONSE']._serialized_end=1264
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1266
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1287
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1289
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1393
-  _globals['_GETMOVIESREQUEST']._serialized_start=1395
-  _globals['_GETMOVIESREQUEST']._serialized_end=1432
-  _globals['_GETMOVIESRESPONSE']._serialized_start=1434
-  _globals['_GETMOVIESRESPONSE']._serialized_end=1512
-  _globals['_RECOMMENDERSERVICE']._serialized_start=1515
-  _globals['_RECOMMENDERSERVICE']._serialized_end=2048
+  _globals['_RATINGSQUERY']._serialized_start=333
+  _globals['_RATINGSQUERY']._serialized_end=461
+  _globals['_RECOMMENDFORRATINGSREQUEST']._serialized_start=464
+  _globals['_RECOMMENDFORRATINGSREQUEST']._serialized_end=625
+  _globals['_RATINGSRESULT']._serialized_start=627
+  _globals['_RATINGSRESULT']._serialized_end=752
+  _globals['_RECOMMENDFORRATINGSRESPONSE']._serialized_start=754
+  _globals['_RECOMMENDFORRATINGSRESPONSE']._serialized_end=851
+  _globals['_STREAMRECOMMENDREQUEST']._serialized_start=854
+  _globals['_STREAMRECOMMENDREQUEST']._serialized_end=1033
+  _globals['_STREAMERROR']._serialized_start=1035
+  _globals['_STREAMERROR']._serialized_end=1079
+  _globals['_STREAMRECOMMENDRESPONSE']._serialized_start=1082
+  _globals['_STREAMRECOMMENDRESPONSE']._serialized_end=1308
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1310
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1331
+  _globals['_GETMODELINFORESPONSE']._serialized_start=1333
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1437
+  _globals['_GETMOVIESREQUEST']._serialized_start=1439
+  _globals['_GETMOVIESREQUEST']._serialized_end=1476
+  _globals['_GETMOVIESRESPONSE']._serialized_start=1478
+  _globals['_GETMOVIESRESPONSE']._serialized_end=1556
+  _globals['_UPSERTMOVIESREQUEST']._serialized_start=1558
+  _globals['_UPSERTMOVIESREQUEST']._serialized_end=1615
+  _globals['_UPSERTMOVIESRESPONSE']._serialized_start=1617
+  _globals['_UPSERTMOVIESRESPONSE']._serialized_end=1712
+  _globals['_RECOMMENDERSERVICE']._serialized_start=1715
+  _globals['_RECOMMENDERSERVICE']._serialized_end=2333
 # @@protoc_insertion_point(module_scope)

@@ -8,8 +8,10 @@ the allowed range:
 - NOT_FOUND: a user id the model does not know (Recommend).
 - INVALID_ARGUMENT: empty request, too many users in one call, k <= 0 or k above
   ServerLimits.max_k (at most the catalog size), a movie id not in the catalog, a duplicate movie id,
-  a rating that is not finite or outside [1, 5], a request whose response would exceed the message size
-  limit, bytes that are not a valid request message (the message starts with "request:").
+  a rating off the model's rating scale (ModelInfo.rating_scale), a profile age outside 1..120 or a gender
+  code other than "F"/"M", an UpsertMovies movie with an empty title, a duplicate id or a year outside
+  1870..2100, a request whose response would exceed the message size limit, bytes that are not a valid
+  request message (the message starts with "request:").
 - DEADLINE_EXCEEDED: the deadline passed before the request was scored (the work is skipped).
 - RESOURCE_EXHAUSTED: the server's request queue is full, a request over the message size limit, or
   too many streaming calls open at once (ServerLimits); retry later with backoff.
@@ -121,9 +123,12 @@ class RatingsQuery(_message.Message):
 
     RATINGS_FIELD_NUMBER: _builtins.int
     PREDICT_MOVIE_IDS_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def ratings(self) -> _types_pb2.RatingVector:
-        """What the user rated. May be empty (then recommendations reflect general popularity with the model)."""
+        """What the user rated. May be empty: then the profile alone counts, or, without a profile, the list is
+        the most popular movies (most ratings first).
+        """
 
     @_builtins.property
     def predict_movie_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
@@ -131,15 +136,22 @@ class RatingsQuery(_message.Message):
         predictions for this user. Packed.
         """
 
+    @_builtins.property
+    def profile(self) -> _types_pb2.UserProfile:
+        """Optional: what the user says about themselves. With a profile and no ratings, recommendations and
+        predictions come from the profile; with both, both count. With neither, the most popular movies.
+        """
+
     def __init__(
         self,
         *,
         ratings: _types_pb2.RatingVector | None = ...,
         predict_movie_ids: _abc.Iterable[_builtins.int] | None = ...,
+        profile: _types_pb2.UserProfile | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ratings", b"ratings"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile", "ratings", b"ratings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["predict_movie_ids", b"predict_movie_ids", "ratings", b"ratings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["predict_movie_ids", b"predict_movie_ids", "profile", b"profile", "ratings", b"ratings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -451,3 +463,64 @@ class GetMoviesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetMoviesResponse: _TypeAlias = GetMoviesResponse  # noqa: Y015
+
+@_typing.final
+class UpsertMoviesRequest(_message.Message):
+    """Movies to add or update (UpsertMovies)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def movies(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Movie]:
+        """1..ServerLimits.max_movies_per_upsert movies, ids unique within the call. movie_id > 0; title
+        non-empty; year 1870..2100, or 0 = unknown; genres as the model's vocabulary (others are ignored by
+        the model but kept for display).
+        """
+
+    def __init__(
+        self,
+        *,
+        movies: _abc.Iterable[_types_pb2.Movie] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["movies", b"movies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertMoviesRequest: _TypeAlias = UpsertMoviesRequest  # noqa: Y015
+
+@_typing.final
+class UpsertMoviesResponse(_message.Message):
+    """Answer to UpsertMoviesRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    ADDED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    N_MOVIES_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    """Version of the model now serving (unchanged by an upsert)."""
+    added: _builtins.int
+    """Movies of the request that were new to the catalog."""
+    updated: _builtins.int
+    """Movies of the request that were already in the catalog (trained or added before): metadata updated."""
+    n_movies: _builtins.int
+    """Catalog size after the call (ModelInfo.n_items)."""
+    def __init__(
+        self,
+        *,
+        model_version: _builtins.str = ...,
+        added: _builtins.int = ...,
+        updated: _builtins.int = ...,
+        n_movies: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "model_version", b"model_version", "n_movies", b"n_movies", "updated", b"updated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertMoviesResponse: _TypeAlias = UpsertMoviesResponse  # noqa: Y015

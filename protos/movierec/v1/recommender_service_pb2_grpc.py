@@ -61,6 +61,11 @@ class RecommenderServiceStub:
                 request_serializer=movierec_dot_v1_dot_recommender__service__pb2.GetMoviesRequest.SerializeToString,
                 response_deserializer=movierec_dot_v1_dot_recommender__service__pb2.GetMoviesResponse.FromString,
                 _registered_method=True)
+        self.UpsertMovies = channel.unary_unary(
+                '/movierec.v1.RecommenderService/UpsertMovies',
+                request_serializer=movierec_dot_v1_dot_recommender__service__pb2.UpsertMoviesRequest.SerializeToString,
+                response_deserializer=movierec_dot_v1_dot_recommender__service__pb2.UpsertMoviesResponse.FromString,
+                _registered_method=True)
         self.ScoreAll = channel.unary_stream(
                 '/movierec.v1.RecommenderService/ScoreAll',
                 request_serializer=movierec_dot_v1_dot_bulk__pb2.ScoreAllRequest.SerializeToString,
@@ -107,7 +112,22 @@ class RecommenderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetMovies(self, request, context):
-        """Catalog look-up: titles, years and genres by movie id.
+        """Catalog look-up: titles, years and genres by movie id (movies added with UpsertMovies included).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertMovies(self, request, context):
+        """Adds movies to the catalog, or updates their metadata, while serving. From the moment it returns, an
+        added movie is a candidate in Recommend, RecommendForRatings, StreamRecommend and ScoreAll, can be
+        predicted, may appear in rating vectors, and shows in GetMovies; the model scores it from its metadata
+        (ModelInfo.side_information). Updating a movie of the trained catalog changes only its metadata. The
+        additions are persisted beside the served model, so a restart or a hot swap keeps them until a
+        retrained artifact that includes the movie supersedes them. Needs the token when auth is on.
+        Errors: INVALID_ARGUMENT (no movies, more than ServerLimits.max_movies_per_upsert, a movie id <= 0, a
+        duplicate id, an empty title, a year outside 1870..2100 other than 0); a genre the model does not know
+        is accepted and treated as unknown.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,6 +171,11 @@ def add_RecommenderServiceServicer_to_server(servicer, server):
                     servicer.GetMovies,
                     request_deserializer=movierec_dot_v1_dot_recommender__service__pb2.GetMoviesRequest.FromString,
                     response_serializer=movierec_dot_v1_dot_recommender__service__pb2.GetMoviesResponse.SerializeToString,
+            ),
+            'UpsertMovies': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertMovies,
+                    request_deserializer=movierec_dot_v1_dot_recommender__service__pb2.UpsertMoviesRequest.FromString,
+                    response_serializer=movierec_dot_v1_dot_recommender__service__pb2.UpsertMoviesResponse.SerializeToString,
             ),
             'ScoreAll': grpc.unary_stream_rpc_method_handler(
                     servicer.ScoreAll,
@@ -294,6 +319,33 @@ class RecommenderService:
             '/movierec.v1.RecommenderService/GetMovies',
             movierec_dot_v1_dot_recommender__service__pb2.GetMoviesRequest.SerializeToString,
             movierec_dot_v1_dot_recommender__service__pb2.GetMoviesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertMovies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/movierec.v1.RecommenderService/UpsertMovies',
+            movierec_dot_v1_dot_recommender__service__pb2.UpsertMoviesRequest.SerializeToString,
+            movierec_dot_v1_dot_recommender__service__pb2.UpsertMoviesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,8 +8,10 @@ the allowed range:
 - NOT_FOUND: a user id the model does not know (Recommend).
 - INVALID_ARGUMENT: empty request, too many users in one call, k <= 0 or k above
   ServerLimits.max_k (at most the catalog size), a movie id not in the catalog, a duplicate movie id,
-  a rating that is not finite or outside [1, 5], a request whose response would exceed the message size
-  limit, bytes that are not a valid request message (the message starts with "request:").
+  a rating off the model's rating scale (ModelInfo.rating_scale), a profile age outside 1..120 or a gender
+  code other than "F"/"M", an UpsertMovies movie with an empty title, a duplicate id or a year outside
+  1870..2100, a request whose response would exceed the message size limit, bytes that are not a valid
+  request message (the message starts with "request:").
 - DEADLINE_EXCEEDED: the deadline passed before the request was scored (the work is skipped).
 - RESOURCE_EXHAUSTED: the server's request queue is full, a request over the message size limit, or
   too many streaming calls open at once (ServerLimits); retry later with backoff.
@@ -68,7 +70,18 @@ class RecommenderServiceStub:
     GetModelInfo: _grpc.UnaryUnaryMultiCallable[_recommender_service_pb2.GetModelInfoRequest, _recommender_service_pb2.GetModelInfoResponse]
     """Model version, data set, sizes, metrics, training time, and the server's limits."""
     GetMovies: _grpc.UnaryUnaryMultiCallable[_recommender_service_pb2.GetMoviesRequest, _recommender_service_pb2.GetMoviesResponse]
-    """Catalog look-up: titles, years and genres by movie id."""
+    """Catalog look-up: titles, years and genres by movie id (movies added with UpsertMovies included)."""
+    UpsertMovies: _grpc.UnaryUnaryMultiCallable[_recommender_service_pb2.UpsertMoviesRequest, _recommender_service_pb2.UpsertMoviesResponse]
+    """Adds movies to the catalog, or updates their metadata, while serving. From the moment it returns, an
+    added movie is a candidate in Recommend, RecommendForRatings, StreamRecommend and ScoreAll, can be
+    predicted, may appear in rating vectors, and shows in GetMovies; the model scores it from its metadata
+    (ModelInfo.side_information). Updating a movie of the trained catalog changes only its metadata. The
+    additions are persisted beside the served model, so a restart or a hot swap keeps them until a
+    retrained artifact that includes the movie supersedes them. Needs the token when auth is on.
+    Errors: INVALID_ARGUMENT (no movies, more than ServerLimits.max_movies_per_upsert, a movie id <= 0, a
+    duplicate id, an empty title, a year outside 1870..2100 other than 0); a genre the model does not know
+    is accepted and treated as unknown.
+    """
     ScoreAll: _grpc.UnaryStreamMultiCallable[_bulk_pb2.ScoreAllRequest, _bulk_pb2.ScoreAllChunk]
     """Bulk scoring: the top-K lists of every known user, one shard or one user-id range, streamed in
     columnar chunks of consecutive users, each with a cursor to resume from. The server scores the next
@@ -100,7 +113,18 @@ class RecommenderServiceAsyncStub(RecommenderServiceStub):
     GetModelInfo: _aio.UnaryUnaryMultiCallable[_recommender_service_pb2.GetModelInfoRequest, _recommender_service_pb2.GetModelInfoResponse]  # type: ignore[assignment]
     """Model version, data set, sizes, metrics, training time, and the server's limits."""
     GetMovies: _aio.UnaryUnaryMultiCallable[_recommender_service_pb2.GetMoviesRequest, _recommender_service_pb2.GetMoviesResponse]  # type: ignore[assignment]
-    """Catalog look-up: titles, years and genres by movie id."""
+    """Catalog look-up: titles, years and genres by movie id (movies added with UpsertMovies included)."""
+    UpsertMovies: _aio.UnaryUnaryMultiCallable[_recommender_service_pb2.UpsertMoviesRequest, _recommender_service_pb2.UpsertMoviesResponse]  # type: ignore[assignment]
+    """Adds movies to the catalog, or updates their metadata, while serving. From the moment it returns, an
+    added movie is a candidate in Recommend, RecommendForRatings, StreamRecommend and ScoreAll, can be
+    predicted, may appear in rating vectors, and shows in GetMovies; the model scores it from its metadata
+    (ModelInfo.side_information). Updating a movie of the trained catalog changes only its metadata. The
+    additions are persisted beside the served model, so a restart or a hot swap keeps them until a
+    retrained artifact that includes the movie supersedes them. Needs the token when auth is on.
+    Errors: INVALID_ARGUMENT (no movies, more than ServerLimits.max_movies_per_upsert, a movie id <= 0, a
+    duplicate id, an empty title, a year outside 1870..2100 other than 0); a genre the model does not know
+    is accepted and treated as unknown.
+    """
     ScoreAll: _aio.UnaryStreamMultiCallable[_bulk_pb2.ScoreAllRequest, _bulk_pb2.ScoreAllChunk]  # type: ignore[assignment]
     """Bulk scoring: the top-K lists of every known user, one shard or one user-id range, streamed in
     columnar chunks of consecutive users, each with a cursor to resume from. The server scores the next
@@ -159,7 +183,24 @@ class RecommenderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _recommender_service_pb2.GetMoviesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_recommender_service_pb2.GetMoviesResponse, _abc.Awaitable[_recommender_service_pb2.GetMoviesResponse]]:
-        """Catalog look-up: titles, years and genres by movie id."""
+        """Catalog look-up: titles, years and genres by movie id (movies added with UpsertMovies included)."""
+
+    @_abc_1.abstractmethod
+    def UpsertMovies(
+        self,
+        request: _recommender_service_pb2.UpsertMoviesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_service_pb2.UpsertMoviesResponse, _abc.Awaitable[_recommender_service_pb2.UpsertMoviesResponse]]:
+        """Adds movies to the catalog, or updates their metadata, while serving. From the moment it returns, an
+        added movie is a candidate in Recommend, RecommendForRatings, StreamRecommend and ScoreAll, can be
+        predicted, may appear in rating vectors, and shows in GetMovies; the model scores it from its metadata
+        (ModelInfo.side_information). Updating a movie of the trained catalog changes only its metadata. The
+        additions are persisted beside the served model, so a restart or a hot swap keeps them until a
+        retrained artifact that includes the movie supersedes them. Needs the token when auth is on.
+        Errors: INVALID_ARGUMENT (no movies, more than ServerLimits.max_movies_per_upsert, a movie id <= 0, a
+        duplicate id, an empty title, a year outside 1870..2100 other than 0); a genre the model does not know
+        is accepted and treated as unknown.
+        """
 
     @_abc_1.abstractmethod
     def ScoreAll(

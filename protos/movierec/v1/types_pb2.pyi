@@ -8,7 +8,7 @@ Conventions (apply to every message in this package):
   model's internal dense indices.
 - Lists of ids and numbers are columnar: one message per list with packed repeated fields, aligned by
   position (movie_ids[i] belongs with scores[i]); there is never one message per item.
-- Ratings are on the MovieLens scale, finite floats in [1.0, 5.0].
+- Ratings are on the model's rating scale (ModelInfo.rating_scale; 1..5 step 1 for ml-100k), finite floats.
 """
 
 from collections import abc as _abc
@@ -44,7 +44,7 @@ class RatingVector(_message.Message):
 
     @_builtins.property
     def ratings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Ratings aligned with movie_ids; each finite and within [1.0, 5.0]. Packed."""
+        """Ratings aligned with movie_ids; each on ModelInfo.rating_scale. Packed."""
 
     def __init__(
         self,
@@ -123,7 +123,9 @@ class PredictedRatings(_message.Message):
 
     @_builtins.property
     def ratings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Predicted ratings aligned with movie_ids, from the rating model, clipped to [1.0, 5.0]. Packed."""
+        """Predicted ratings aligned with movie_ids, from the rating model, clipped to ModelInfo.rating_scale.
+        Packed.
+        """
 
     def __init__(
         self,
@@ -176,6 +178,99 @@ class Movie(_message.Message):
 Global___Movie: _TypeAlias = Movie  # noqa: Y015
 
 @_typing.final
+class UserProfile(_message.Message):
+    """What a user says about themselves: every field optional (its zero value means "not given").
+
+    A query with a profile and no ratings gets recommendations and predictions from the profile alone; with
+    a profile and some ratings, both count. Values the model never saw in training (an occupation, a zip
+    region) are accepted and treated as not given. ModelInfo.side_information lists what the model knows.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGE_FIELD_NUMBER: _builtins.int
+    GENDER_FIELD_NUMBER: _builtins.int
+    OCCUPATION_FIELD_NUMBER: _builtins.int
+    ZIP_CODE_FIELD_NUMBER: _builtins.int
+    age: _builtins.int
+    """Age in years, 1..120; 0 = not given. Outside 1..120 is INVALID_ARGUMENT."""
+    gender: _builtins.str
+    """"F" or "M" (MovieLens' codes, case-insensitive); "" = not given. Any other code is INVALID_ARGUMENT."""
+    occupation: _builtins.str
+    """Occupation as in the data set, for example "student", "engineer" (ml-100k) or a ml-1m occupation
+    name; case-insensitive; "" = not given. One the model never saw is accepted and treated as unknown.
+    """
+    zip_code: _builtins.str
+    """Postal code; its first character, when a digit, is the region the model uses (US ZIP regions);
+    "" = not given. At most 16 characters.
+    """
+    def __init__(
+        self,
+        *,
+        age: _builtins.int = ...,
+        gender: _builtins.str = ...,
+        occupation: _builtins.str = ...,
+        zip_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "gender", b"gender", "occupation", b"occupation", "zip_code", b"zip_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserProfile: _TypeAlias = UserProfile  # noqa: Y015
+
+@_typing.final
+class SideInformation(_message.Message):
+    """The side information a model uses for new users and new movies (cold start)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFILE_AWARE_FIELD_NUMBER: _builtins.int
+    METADATA_AWARE_FIELD_NUMBER: _builtins.int
+    OCCUPATIONS_FIELD_NUMBER: _builtins.int
+    GENRES_FIELD_NUMBER: _builtins.int
+    N_TRAINED_MOVIES_FIELD_NUMBER: _builtins.int
+    N_ADDED_MOVIES_FIELD_NUMBER: _builtins.int
+    profile_aware: _builtins.bool
+    """True when the model scores user profiles (UserProfile); false: profiles are accepted but only the
+    ratings count, and a query with neither gets the most popular movies.
+    """
+    metadata_aware: _builtins.bool
+    """True when movies added with UpsertMovies are scored from their metadata (genres, year, title words);
+    false: added movies are candidates ranked after every trained movie.
+    """
+    n_trained_movies: _builtins.int
+    """Movies of the catalog the models were trained on; movies added while serving come on top."""
+    n_added_movies: _builtins.int
+    """Movies added or updated with UpsertMovies and not in the trained catalog."""
+    @_builtins.property
+    def occupations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Occupations the model knows (UserProfile.occupation); others are treated as not given."""
+
+    @_builtins.property
+    def genres(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Genres the model knows (Movie.genres); others are accepted and ignored."""
+
+    def __init__(
+        self,
+        *,
+        profile_aware: _builtins.bool = ...,
+        metadata_aware: _builtins.bool = ...,
+        occupations: _abc.Iterable[_builtins.str] | None = ...,
+        genres: _abc.Iterable[_builtins.str] | None = ...,
+        n_trained_movies: _builtins.int = ...,
+        n_added_movies: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["genres", b"genres", "metadata_aware", b"metadata_aware", "n_added_movies", b"n_added_movies", "n_trained_movies", b"n_trained_movies", "occupations", b"occupations", "profile_aware", b"profile_aware"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SideInformation: _TypeAlias = SideInformation  # noqa: Y015
+
+@_typing.final
 class ModelInfo(_message.Message):
     """What model is answering, how it was trained and how well it did."""
 
@@ -214,6 +309,7 @@ class ModelInfo(_message.Message):
     CONFIG_JSON_FIELD_NUMBER: _builtins.int
     DEVICE_FIELD_NUMBER: _builtins.int
     RATING_SCALE_FIELD_NUMBER: _builtins.int
+    SIDE_INFORMATION_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """Content hash prefix of the artifact. Every response of every RPC carries the version that produced it."""
     dataset: _builtins.str
@@ -225,7 +321,9 @@ class ModelInfo(_message.Message):
     n_users: _builtins.int
     """Number of users known to the model (users Recommend accepts)."""
     n_items: _builtins.int
-    """Number of movies in the catalog; also the largest K a request may ask for."""
+    """Number of movies in the catalog (movies added with UpsertMovies included); also the largest K a
+    request may ask for.
+    """
     n_ratings: _builtins.int
     """Number of training ratings."""
     created_at: _builtins.str
@@ -246,6 +344,10 @@ class ModelInfo(_message.Message):
         INVALID_ARGUMENT, and predicted ratings lie within [min, max]. Unset from servers older than this field.
         """
 
+    @_builtins.property
+    def side_information(self) -> Global___SideInformation:
+        """What the model knows about users and movies besides ratings. Unset from servers older than this field."""
+
     def __init__(
         self,
         *,
@@ -262,10 +364,11 @@ class ModelInfo(_message.Message):
         config_json: _builtins.str = ...,
         device: _builtins.str = ...,
         rating_scale: Global___RatingScale | None = ...,
+        side_information: Global___SideInformation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["rating_scale", b"rating_scale"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rating_scale", b"rating_scale", "side_information", b"side_information"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_json", b"config_json", "created_at", b"created_at", "dataset", b"dataset", "device", b"device", "metrics", b"metrics", "n_items", b"n_items", "n_ratings", b"n_ratings", "n_users", b"n_users", "ranking_model", b"ranking_model", "rating_model", b"rating_model", "rating_scale", b"rating_scale", "training_seconds", b"training_seconds", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_json", b"config_json", "created_at", b"created_at", "dataset", b"dataset", "device", b"device", "metrics", b"metrics", "n_items", b"n_items", "n_ratings", b"n_ratings", "n_users", b"n_users", "ranking_model", b"ranking_model", "rating_model", b"rating_model", "rating_scale", b"rating_scale", "side_information", b"side_information", "training_seconds", b"training_seconds", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -313,6 +416,7 @@ class ServerLimits(_message.Message):
     MAX_K_FIELD_NUMBER: _builtins.int
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
     MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    MAX_MOVIES_PER_UPSERT_FIELD_NUMBER: _builtins.int
     max_users_per_call: _builtins.int
     """Most users (Recommend) or rating vectors (RecommendForRatings) in one request."""
     max_k: _builtins.int
@@ -321,6 +425,8 @@ class ServerLimits(_message.Message):
     """Largest request or response message in bytes, on the server side."""
     max_batch_size: _builtins.int
     """Most rows the dynamic batcher scores in one model step."""
+    max_movies_per_upsert: _builtins.int
+    """Most movies in one UpsertMovies call."""
     def __init__(
         self,
         *,
@@ -328,10 +434,11 @@ class ServerLimits(_message.Message):
         max_k: _builtins.int = ...,
         max_message_bytes: _builtins.int = ...,
         max_batch_size: _builtins.int = ...,
+        max_movies_per_upsert: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_batch_size", b"max_batch_size", "max_k", b"max_k", "max_message_bytes", b"max_message_bytes", "max_users_per_call", b"max_users_per_call"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_batch_size", b"max_batch_size", "max_k", b"max_k", "max_message_bytes", b"max_message_bytes", "max_movies_per_upsert", b"max_movies_per_upsert", "max_users_per_call", b"max_users_per_call"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

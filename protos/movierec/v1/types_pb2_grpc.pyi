@@ -8,7 +8,7 @@ Conventions (apply to every message in this package):
   model's internal dense indices.
 - Lists of ids and numbers are columnar: one message per list with packed repeated fields, aligned by
   position (movie_ids[i] belongs with scores[i]); there is never one message per item.
-- Ratings are on the MovieLens scale, finite floats in [1.0, 5.0].
+- Ratings are on the model's rating scale (ModelInfo.rating_scale; 1..5 step 1 for ml-100k), finite floats.
 """
 
 from collections import abc as _abc

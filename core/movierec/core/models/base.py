@@ -10,7 +10,10 @@ to do with a family without probing its attributes:
                 "ranking" (top-N; validation NDCG@10; the ranking role)
   sparse_input  True when `scores_sparse` scores a torch sparse CSR batch itself (no dense batch to build)
   trained_by    how the trainer fits it: "gradient" (the epoch loop), "closed_form" (solved from the ratings),
-                "sampler" (Gibbs sampling), "ensemble" (fit the members, then blend them)
+                "sampler" (Gibbs sampling), "ensemble" (fit the members, then blend them), "side_gradient"
+                (the epoch loop with user and movie features and DropoutNet-style input dropping)
+  side_information  True when `scores_side` also reads user features and scores movies added after training
+                from their features (the cold-start models)
 
 Models hold inference only (`scores`, fold-in of new rows at scoring time) and the buffers the trainer fills.
 """
@@ -30,13 +33,14 @@ from movierec.core.sparse import Csr
 
 Orientation = Literal["user", "item"]
 Objective = Literal["rating", "ranking"]
-TrainedBy = Literal["gradient", "closed_form", "sampler", "ensemble"]
+TrainedBy = Literal["gradient", "closed_form", "sampler", "ensemble", "side_gradient"]
 
 _TRAITS: dict[str, tuple[Any, ...]] = {
     "orientation": get_args(Orientation),
     "objective": get_args(Objective),
     "sparse_input": (True, False),
     "trained_by": get_args(TrainedBy),
+    "side_information": (True, False),
 }
 
 
@@ -47,6 +51,7 @@ class Recommender(nn.Module, ABC):
     objective: ClassVar[Objective]
     sparse_input: ClassVar[bool] = False
     trained_by: ClassVar[TrainedBy]
+    side_information: ClassVar[bool] = False
     # Gradient-trained models that can be retrained from scratch on every training rating for the step count
     # chosen on validation (`reset_parameters`, `steps_taken`, `set_steps_taken`): the ensemble's refit_full.
     refittable: ClassVar[bool] = False
@@ -72,6 +77,17 @@ class Recommender(nn.Module, ABC):
         """`scores` of a torch sparse CSR batch (rows = users); only for families with `sparse_input`."""
         raise NotImplementedError(
             f"{type(self).__name__} does not score sparse input (sparse_input is False)"
+        )
+
+    def scores_side(self, x: torch.Tensor, users: torch.Tensor, added: torch.Tensor) -> torch.Tensor:
+        """Scores with side information; only for families with `side_information`.
+
+        x: B x (n_items + m) rating rows whose last m columns are movies added after training; users:
+        B x n_user_features (all zero = nothing known); added: m x n_item_features, the added movies'
+        features. Returns B x (n_items + m).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} uses no side information (side_information is False)"
         )
 
     def extra_loss(self) -> torch.Tensor | None:

@@ -14,6 +14,7 @@ from movierec.core.models.base import Objective, Recommender
 from movierec.core.models.bpmf import BPMF
 from movierec.core.models.ease import EASE
 from movierec.core.models.ensemble import Ensemble
+from movierec.core.models.hybrid import HybridRanking, HybridRating
 from movierec.core.models.iautorec import IAutoRec
 from movierec.core.models.knn_baseline import KNNBaseline
 from movierec.core.models.multvae import MultVAE
@@ -37,6 +38,8 @@ FAMILIES: dict[str, Family] = {
     "ensemble": Family(Ensemble),
     "knn-baseline": Family(KNNBaseline),
     "bpmf": Family(BPMF),
+    "hybrid-rating": Family(HybridRating),
+    "hybrid-ranking": Family(HybridRanking),
 }
 
 
