@@ -102,10 +102,13 @@ def run_training(
     k: int = 10,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    profiles: pd.DataFrame | None = None,
 ) -> TrainOutcome:
     """Fit every model of `preset` on `train_df`, select epochs and hyperparameters on a validation split of
     it, evaluate on `test_df` (reporting only), save one artifact holding all of them.
 
+    `profiles`: user profiles (columns user, age, gender, occupation, zip; any but user may be missing or
+    blank), stored in the artifact for the users of `train_df` and used by the cold-start models.
     `checkpoint_dir`: checkpoint every epoch there (`<role>.pt`), removed once the artifact is written;
     `resume` continues from those checkpoints. Under torchrun (a process group is up) the models train
     data-parallel and only rank 0 evaluates and writes; the other ranks return an outcome with no version.
