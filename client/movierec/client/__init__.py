@@ -7,6 +7,10 @@ with Client("localhost:50051") as client:
     recs.to_pandas()
     client.recommend_for_ratings({50: 5.0, 172: 4.0}, k=5)   # ratings on client.model_info().rating_scale
     client.predict({50: 5.0}, [181, 1])             # Predictions
+    # cold start: a new user described by a profile (ratings optional), and movies added while serving
+    client.recommend_for_ratings({}, k=5, profile={"age": 25, "gender": "F", "occupation": "student"})
+    client.upsert_movies([{"movie_id": 5000, "title": "New", "year": 2024, "genres": "Comedy|Drama"}])
+    client.model_info().side_information            # what the model knows besides ratings
 """
 
 from movierec.client._aio import AsyncClient
@@ -24,7 +28,9 @@ from movierec.client._results import (
     Recommendations,
     RecommendQuery,
     ServerLimits,
+    SideInformation,
     StreamResult,
+    UpsertResult,
 )
 from movierec.client._sync import Client
 
@@ -46,6 +52,8 @@ __all__ = [
     "Recommendations",
     "ScoreAllResult",
     "ServerLimits",
+    "SideInformation",
     "spread_score_all",
     "StreamResult",
+    "UpsertResult",
 ]

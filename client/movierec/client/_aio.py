@@ -27,12 +27,15 @@ from movierec.client._results import (
     IdsLike,
     ModelInfo,
     Movies,
+    MoviesLike,
     Predictions,
+    ProfileLike,
     RatingsLike,
     RatingsQuery,
     Recommendations,
     RecommendQuery,
     StreamResult,
+    UpsertResult,
 )
 from movierec.v1 import recommender_service_pb2 as pb
 from movierec.v1 import recommender_service_pb2_grpc as pb_grpc
@@ -92,27 +95,38 @@ class AsyncClient:
 
     async def recommend_for_ratings(
         self,
-        ratings: RatingsLike | Sequence[RatingsLike],
+        ratings: RatingsLike | Sequence[RatingsLike] | None,
         k: int = 10,
         *,
+        profile: ProfileLike | Sequence[ProfileLike | None] | None = None,
         exclude: IdsLike = (),
         include: IdsLike = (),
         titles: bool = False,
         timeout: float | None = None,
     ) -> Recommendations:
-        req = c.ratings_request(RatingsQuery(ratings, k, (), exclude, include, titles))
+        """As Client.recommend_for_ratings: top-k for rating vectors ({} / None: no ratings) and/or profiles
+        ({"age": 25, "gender": "F", "occupation": "student", "zip_code": "55105"}, one per vector)."""
+        req = c.ratings_request(RatingsQuery(ratings, k, (), exclude, include, titles, profile=profile))
         with translate_errors():
             return c.ratings_recommendations(
                 await self._stub.RecommendForRatings(req, timeout=self._t(timeout))
             )
 
     async def predict(
-        self, ratings: Any, movie_ids: Any, *, timeout: float | None = None
+        self, ratings: Any, movie_ids: Any, *, profile: Any = None, timeout: float | None = None
     ) -> Predictions | list[Predictions]:
-        req = c.ratings_request(RatingsQuery(ratings, 0, movie_ids))
+        """As Client.predict: predicted ratings for `movie_ids` from rating vectors and/or profiles."""
+        req = c.ratings_request(RatingsQuery(ratings, 0, movie_ids, profile=profile))
         with translate_errors():
             out = c.predictions(await self._stub.RecommendForRatings(req, timeout=self._t(timeout)))
-        return out[0] if c.is_single_vector(ratings) else out
+        return out[0] if c.is_single_query(ratings, profile) else out
+
+    async def upsert_movies(self, movies: MoviesLike, *, timeout: float | None = None) -> UpsertResult:
+        """As Client.upsert_movies: add movies (dicts or a DataFrame of movie_id, title, year, genres) to the
+        served catalog or update their metadata; returns added / updated / n_movies / model_version."""
+        req = c.upsert_request(movies)
+        with translate_errors():
+            return c.upsert_result(await self._stub.UpsertMovies(req, timeout=self._t(timeout)))
 
     async def stream(
         self,
@@ -173,6 +187,7 @@ class AsyncClient:
         )  # fmt: skip
 
     async def model_info(self, *, timeout: float | None = None) -> ModelInfo:
+        """As Client.model_info (side_information, limits.max_movies_per_upsert included)."""
         with translate_errors():
             return c.model_info(
                 await self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self._t(timeout))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -15,7 +16,9 @@ from movierec.client._results import (
     IdsLike,
     ModelInfo,
     Movies,
+    MoviesLike,
     Predictions,
+    ProfileLike,
     RatingScale,
     RatingsLike,
     RatingsQuery,
@@ -23,7 +26,9 @@ from movierec.client._results import (
     Recommendations,
     RecommendQuery,
     ServerLimits,
+    SideInformation,
     StreamResult,
+    UpsertResult,
 )
 from movierec.v1 import recommender_service_pb2 as pb
 from movierec.v1 import types_pb2 as types
@@ -75,8 +80,84 @@ def recommend_request(q: RecommendQuery) -> pb.RecommendRequest:
     )
 
 
+def is_single_query(ratings: Any, profile: Any = None) -> bool:
+    """Whether `ratings` (with `profile`) describes one user: one vector, or no ratings and at most one profile."""
+    if ratings is None:
+        return profile is None or isinstance(profile, Mapping)
+    return is_single_vector(ratings)
+
+
+# UserProfile fields by the keys a profile mapping may use ("zip" is short for "zip_code").
+PROFILE_KEYS: dict[str, str] = {"age": "age", "gender": "gender", "occupation": "occupation",
+                                "zip_code": "zip_code", "zip": "zip_code"}  # fmt: skip
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN and pandas' NA / NaT: "not given"."""
+    if value is None:
+        return True
+    if isinstance(value, (str, bytes, Sequence, Mapping, np.ndarray)):
+        return False
+    try:
+        return bool(value != value)  # NaN and pd.NA / NaT compare unequal (or ambiguous) to themselves
+    except (TypeError, ValueError):
+        return True
+
+
+def user_profile(profile: ProfileLike | None) -> types.UserProfile | None:
+    """A profile mapping as a UserProfile message (None for no profile: None, {} or only None / NaN values).
+    Unknown keys, and values of the wrong
+    type, are refused here (ValueError / TypeError naming the key); value ranges (age 1..120, gender F/M) are
+    the server's to check (INVALID_ARGUMENT)."""
+    if profile is None:
+        return None
+    if not isinstance(profile, Mapping):
+        raise TypeError(f"profile must be a mapping of age, gender, occupation, zip_code; got {type(profile).__name__}")
+    fields: dict[str, Any] = {}
+    for key, value in profile.items():
+        name = PROFILE_KEYS.get(key) if isinstance(key, str) else None
+        if name is None:
+            raise ValueError(f"profile: unknown key {key!r}; expected age, gender, occupation, zip_code (or zip)")
+        if name in fields:
+            raise ValueError(f"profile: {key!r} given twice (zip and zip_code are the same field)")
+        if _missing(value):
+            continue
+        if name == "age":
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
+                raise TypeError(f"profile['age'] must be an integer number of years, got {value!r}")
+            if isinstance(value, (float, np.floating)) and not float(value).is_integer():
+                raise TypeError(f"profile['age'] must be an integer number of years, got {value!r}")
+            if not -(2**31) <= int(value) < 2**31:
+                raise ValueError(f"profile['age'] {value} is out of range (1..120)")
+            fields[name] = int(value)
+        elif name == "zip_code" and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            fields[name] = str(int(value))
+        elif isinstance(value, str):
+            fields[name] = value.strip()
+        else:
+            raise TypeError(f"profile[{key!r}] must be a string, got {value!r}")
+    return types.UserProfile(**fields) if fields else None
+
+
+def profiles(profile: Any, n: int) -> list[types.UserProfile | None]:
+    """One profile (or None) per query: a mapping or None is shared by all `n`; a list gives one per query."""
+    if profile is None or isinstance(profile, Mapping):
+        one = user_profile(profile)
+        return [one] * n
+    if isinstance(profile, (str, bytes)) or not isinstance(profile, Sequence):
+        raise TypeError(f"profile must be a mapping, a list of mappings or None; got {type(profile).__name__}")
+    if len(profile) != n:
+        raise ValueError(f"profile has {len(profile)} entries for {n} rating vectors (give one per vector)")
+    return [user_profile(p) for p in profile]
+
+
 def ratings_request(q: RatingsQuery) -> pb.RecommendForRatingsRequest:
-    vecs = vectors(q.ratings)
+    if q.ratings is None:  # no ratings: one query per profile (or a single one)
+        n = 1 if q.profile is None or isinstance(q.profile, Mapping) else len(q.profile)
+        vecs = [types.RatingVector() for _ in range(n)]
+    else:
+        vecs = vectors(q.ratings)
+    profs = profiles(q.profile, len(vecs))
     predict: list[list[int]]
     p = q.predict
     if isinstance(p, (int, np.integer)):
@@ -89,12 +170,103 @@ def ratings_request(q: RatingsQuery) -> pb.RecommendForRatingsRequest:
         shared = ids(p).tolist()  # type: ignore[arg-type]
         predict = [shared] * len(vecs)
     return pb.RecommendForRatingsRequest(
-        queries=[pb.RatingsQuery(ratings=v, predict_movie_ids=m) for v, m in zip(vecs, predict, strict=True)],
+        queries=[
+            pb.RatingsQuery(ratings=v, predict_movie_ids=m, profile=prof)
+            for v, m, prof in zip(vecs, predict, profs, strict=True)
+        ],
         k=int(q.k),
         exclude_movie_ids=ids(q.exclude).tolist(),
         include_movie_ids=ids(q.include).tolist(),
         include_titles=q.titles,
     )
+
+
+# -- movies (UpsertMovies) ------------------------------------------------------------------------------------
+# Movie fields by the keys / columns the SDK accepts: MovieLens' movieId and the trainer's item name the id.
+MOVIE_KEYS: dict[str, str] = {"movie_id": "movie_id", "movieId": "movie_id", "item": "movie_id",
+                              "title": "title", "year": "year", "genres": "genres"}  # fmt: skip
+
+
+def _is_frame(value: Any) -> bool:
+    return hasattr(value, "columns") and hasattr(value, "to_dict") and hasattr(value, "itertuples")
+
+
+def _integer(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
+        raise TypeError(f"{what} must be an integer, got {value!r}")
+    if isinstance(value, (float, np.floating)) and not (math.isfinite(value) and float(value).is_integer()):
+        raise TypeError(f"{what} must be an integer, got {value!r}")
+    if not -(2**63) <= int(value) < 2**63:
+        raise ValueError(f"{what} {value} is out of range")
+    return int(value)
+
+
+def movie(entry: Mapping[str, Any], position: int = 0) -> types.Movie:
+    """One movie mapping as a Movie message: movie_id (or movieId / item) and title required; year optional
+    (None / NaN / 0 = unknown); genres a list of names or one "A|B" string (None / NaN / "" = none)."""
+    if not isinstance(entry, Mapping):
+        raise TypeError(f"movie {position}: expected a mapping of movie_id, title, year, genres; got {type(entry).__name__}")
+    fields: dict[str, Any] = {}
+    for key, value in entry.items():
+        name = MOVIE_KEYS.get(key) if isinstance(key, str) else None
+        if name is None:
+            raise ValueError(f"movie {position}: unknown key {key!r}; expected movie_id (or movieId, item), title, "
+                             "year, genres")
+        if name in fields:
+            raise ValueError(f"movie {position}: the movie id is given twice ({key!r})")
+        fields[name] = value
+    where = f"movie {position}"
+    if _missing(fields.get("movie_id")):
+        raise ValueError(f"{where}: no movie_id")
+    movie_id = _integer(fields["movie_id"], f"{where}: movie_id")
+    where = f"movie {movie_id}"
+    title = fields.get("title")
+    if _missing(title):
+        raise ValueError(f"{where}: no title")
+    if not isinstance(title, str):
+        raise TypeError(f"{where}: title must be a string, got {title!r}")
+    year = fields.get("year")
+    year_int = 0 if _missing(year) else _integer(year, f"{where}: year")
+    if not -(2**31) <= year_int < 2**31:
+        raise ValueError(f"{where}: year {year_int} is out of range (1870..2100, or 0 = unknown)")
+    genres = fields.get("genres")
+    genre_list: list[str]
+    if isinstance(genres, str):
+        genre_list = [g.strip() for g in genres.split("|") if g.strip()]
+    elif _missing(genres):
+        genre_list = []
+    elif isinstance(genres, (Sequence, np.ndarray)) and all(isinstance(g, str) for g in genres):
+        genre_list = [g.strip() for g in genres if g.strip()]
+    else:
+        raise TypeError(f"{where}: genres must be a list of names or an 'A|B' string, got {genres!r}")
+    return types.Movie(movie_id=movie_id, title=title, year=year_int, genres=genre_list)
+
+
+def movie_list(movies: MoviesLike) -> list[types.Movie]:
+    """Movie messages from a list of mappings or a pandas DataFrame (columns as the mapping keys)."""
+    if _is_frame(movies):
+        frame: Any = movies
+        unknown = [str(col) for col in frame.columns if col not in MOVIE_KEYS]
+        if unknown:
+            raise ValueError(f"movies: unknown column(s) {', '.join(map(repr, unknown))}; expected movie_id "
+                             "(or movieId, item), title, year, genres")
+        records: Sequence[Mapping[str, Any]] = frame.to_dict(orient="records")
+    elif isinstance(movies, (Mapping, str, bytes)) or not isinstance(movies, Iterable):
+        raise TypeError(f"movies must be a list of mappings or a pandas DataFrame, got {type(movies).__name__}")
+    else:
+        records = list(movies)
+    return [movie(entry, i) for i, entry in enumerate(records)]
+
+
+def upsert_request(movies: MoviesLike) -> pb.UpsertMoviesRequest:
+    return pb.UpsertMoviesRequest(movies=movie_list(movies))
+
+
+def upsert_result(resp: pb.UpsertMoviesResponse) -> UpsertResult:
+    return UpsertResult(
+        added=int(resp.added), updated=int(resp.updated), n_movies=int(resp.n_movies),
+        model_version=resp.model_version,
+    )  # fmt: skip
 
 
 def recommendation(msg: types.RecommendationList, user: bool) -> Recommendation:
@@ -172,12 +344,27 @@ def model_info(resp: pb.GetModelInfoResponse) -> ModelInfo:
         training_seconds=m.training_seconds,
         config=json.loads(m.config_json) if m.config_json else {},
         device=m.device,
-        limits=ServerLimits(lim.max_users_per_call, lim.max_k, lim.max_message_bytes, lim.max_batch_size),
+        limits=ServerLimits(
+            lim.max_users_per_call, lim.max_k, lim.max_message_bytes, lim.max_batch_size,
+            lim.max_movies_per_upsert,
+        ),  # fmt: skip
         rating_scale=(
             RatingScale(m.rating_scale.min, m.rating_scale.max, m.rating_scale.step)
             if m.HasField("rating_scale")
             else None
         ),
+        side_information=side_information(m.side_information) if m.HasField("side_information") else None,
+    )
+
+
+def side_information(si: types.SideInformation) -> SideInformation:
+    return SideInformation(
+        profile_aware=si.profile_aware,
+        metadata_aware=si.metadata_aware,
+        occupations=tuple(si.occupations),
+        genres=tuple(si.genres),
+        n_trained_movies=int(si.n_trained_movies),
+        n_added_movies=int(si.n_added_movies),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 IdsLike = int | Sequence[int] | npt.NDArray[np.integer]
 # A rating vector: {movie_id: rating} or a (movie_ids, ratings) pair of sequences/arrays.
 RatingsLike = Mapping[int, float] | tuple[Sequence[int] | np.ndarray, Sequence[float] | np.ndarray]
+# A user profile (cold start): {"age": 25, "gender": "F", "occupation": "student", "zip_code": "55105"},
+# every key optional ("zip" is accepted for "zip_code"); None or {} = no profile.
+ProfileLike = Mapping[str, Any]
+# Movies for upsert_movies: dicts with movie_id, title, year, genres, or a pandas DataFrame of those columns.
+MoviesLike = Union[Sequence[Mapping[str, Any]], "pd.DataFrame"]
 
 
 @dataclass(frozen=True)
@@ -97,10 +102,43 @@ class Predictions:
 
 @dataclass(frozen=True)
 class ServerLimits:
+    """Limits the server enforces (requests beyond them are refused with INVALID_ARGUMENT)."""
+
     max_users_per_call: int
     max_k: int
     max_message_bytes: int
     max_batch_size: int
+    max_movies_per_upsert: int = 0  # 0 from a server older than the field
+
+
+@dataclass(frozen=True)
+class SideInformation:
+    """What the served model knows about users and movies besides ratings (cold start).
+
+    `profile_aware`: profiles (the `profile=` of recommend_for_ratings / predict) are scored; otherwise they
+    are accepted but only the ratings count. `metadata_aware`: movies added with `upsert_movies` are scored
+    from their genres, year and title; otherwise they are candidates ranked after every trained movie.
+    `occupations` / `genres`: the values the model knows (others are treated as not given).
+    `n_trained_movies`: movies the model was trained on; `n_added_movies`: movies added while serving.
+    """
+
+    profile_aware: bool
+    metadata_aware: bool
+    occupations: tuple[str, ...]
+    genres: tuple[str, ...]
+    n_trained_movies: int
+    n_added_movies: int
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """Answer of `upsert_movies`: movies new to the catalog (`added`), movies already there whose metadata
+    was replaced (`updated`), the catalog size after the call, and the version of the model serving."""
+
+    added: int
+    updated: int
+    n_movies: int
+    model_version: str
 
 
 @dataclass(frozen=True)
@@ -132,6 +170,7 @@ class ModelInfo:
     device: str
     limits: ServerLimits
     rating_scale: RatingScale | None = None  # None from a server older than the field
+    side_information: SideInformation | None = None  # None from a server older than the field
 
 
 @dataclass(frozen=True)
@@ -169,15 +208,22 @@ class RecommendQuery:
 
 @dataclass(frozen=True)
 class RatingsQuery:
-    """A `RecommendForRatings` request for `Client.stream`: top-k (k > 0) and/or predictions."""
+    """A `RecommendForRatings` request for `Client.stream`: top-k (k > 0) and/or predictions.
 
-    ratings: RatingsLike | Sequence[RatingsLike]
+    `ratings`: one rating vector, a list of them, or None (no ratings: the profile alone counts, or, with no
+    profile either, the most popular movies). `profile`: one profile (shared by every vector), a list of
+    profiles (one per vector; None entries = no profile), or None. With `ratings=None` and a list of
+    profiles, there is one query per profile.
+    """
+
+    ratings: RatingsLike | Sequence[RatingsLike] | None
     k: int = 10
     predict: IdsLike | Sequence[IdsLike] = ()
     exclude: IdsLike = ()
     include: IdsLike = ()
     titles: bool = False
     request_id: str = ""
+    profile: ProfileLike | Sequence[ProfileLike | None] | None = None
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,15 @@ from movierec.client._results import (
     IdsLike,
     ModelInfo,
     Movies,
+    MoviesLike,
     Predictions,
+    ProfileLike,
     RatingsLike,
     RatingsQuery,
     Recommendations,
     RecommendQuery,
     StreamResult,
+    UpsertResult,
 )
 from movierec.v1 import recommender_service_pb2 as pb
 from movierec.v1 import recommender_service_pb2_grpc as pb_grpc
@@ -100,22 +103,44 @@ class Client:
 
     def recommend_for_ratings(
         self,
-        ratings: RatingsLike | Sequence[RatingsLike],
+        ratings: RatingsLike | Sequence[RatingsLike] | None,
         k: int = 10,
         *,
+        profile: ProfileLike | Sequence[ProfileLike | None] | None = None,
         exclude: IdsLike = (),
         include: IdsLike = (),
         titles: bool = False,
         timeout: float | None = None,
     ) -> Recommendations:
-        """Top-k for users given by rating vectors ({movie_id: rating} or a list of them)."""
-        req = c.ratings_request(RatingsQuery(ratings, k, (), exclude, include, titles))
+        """Top-k for users described by what they rated and/or what they say about themselves (new users).
+
+        ratings: one rating vector ({movie_id: rating} or a (movie_ids, ratings) pair), a list of them (one
+            list each, in order), or {} / None: no ratings (the profile alone counts; with no profile either,
+            the most popular movies). Ratings lie on `model_info().rating_scale`; rated movies are never
+            recommended back.
+        k: movies per list, 1..model_info().limits.max_k.
+        profile: the user's profile, {"age": 25, "gender": "F", "occupation": "student", "zip_code": "55105"},
+            every key optional ("zip" also works): age in years 1..120, gender "F"/"M", occupation and zip
+            code as in the data set (values the model never saw are treated as not given). With several
+            rating vectors: a list of profiles (one per vector; None = no profile), or one mapping shared by
+            all; with `ratings=None` and a list of profiles, one list per profile. An unknown key raises
+            ValueError here; an age or gender out of range is the server's INVALID_ARGUMENT (MovieRecError).
+            `model_info().side_information.profile_aware` says whether the model scores profiles.
+        exclude: movie ids never to recommend. include: when given, only these movies are candidates.
+        titles: also return titles (`Recommendation.titles`). timeout: seconds (None = the client's default).
+        """
+        req = c.ratings_request(RatingsQuery(ratings, k, (), exclude, include, titles, profile=profile))
         with translate_errors():
             return c.ratings_recommendations(self._stub.RecommendForRatings(req, timeout=self._t(timeout)))
 
     @overload
     def predict(
-        self, ratings: RatingsLike, movie_ids: IdsLike, *, timeout: float | None = None
+        self,
+        ratings: RatingsLike | None,
+        movie_ids: IdsLike,
+        *,
+        profile: ProfileLike | None = None,
+        timeout: float | None = None,
     ) -> Predictions: ...
     @overload
     def predict(
@@ -123,16 +148,49 @@ class Client:
         ratings: Sequence[RatingsLike],
         movie_ids: IdsLike | Sequence[IdsLike],
         *,
+        profile: ProfileLike | Sequence[ProfileLike | None] | None = None,
+        timeout: float | None = None,
+    ) -> list[Predictions]: ...
+    @overload
+    def predict(
+        self,
+        ratings: None,
+        movie_ids: IdsLike | Sequence[IdsLike],
+        *,
+        profile: Sequence[ProfileLike | None],
         timeout: float | None = None,
     ) -> list[Predictions]: ...
     def predict(
-        self, ratings: Any, movie_ids: Any, *, timeout: float | None = None
+        self, ratings: Any, movie_ids: Any, *, profile: Any = None, timeout: float | None = None
     ) -> Predictions | list[Predictions]:
-        """Predicted ratings for `movie_ids`; one vector -> Predictions, a list of vectors -> a list."""
-        req = c.ratings_request(RatingsQuery(ratings, 0, movie_ids))
+        """Predicted ratings for `movie_ids`; one vector -> Predictions, a list of vectors -> a list.
+
+        ratings, profile: as in `recommend_for_ratings` (ratings may be {} / None when a profile is given).
+        movie_ids: the movies to predict (one list shared by every vector, or one list per vector).
+        """
+        req = c.ratings_request(RatingsQuery(ratings, 0, movie_ids, profile=profile))
         with translate_errors():
             out = c.predictions(self._stub.RecommendForRatings(req, timeout=self._t(timeout)))
-        return out[0] if c.is_single_vector(ratings) else out
+        return out[0] if c.is_single_query(ratings, profile) else out
+
+    def upsert_movies(self, movies: MoviesLike, *, timeout: float | None = None) -> UpsertResult:
+        """Add movies to the served catalog, or replace the metadata of movies already in it.
+
+        movies: a list of dicts, or a pandas DataFrame with those columns: `movie_id` (also `movieId` or
+            `item`; > 0), `title` (non-empty), `year` (optional, 1870..2100; missing / NaN / 0 = unknown) and
+            `genres` (optional, a list of names or one "Action|Comedy" string). Unknown keys or columns raise
+            ValueError here. At most `model_info().limits.max_movies_per_upsert` movies per call.
+        timeout: seconds (None = the client's default).
+
+        From the moment this returns an added movie is a candidate of every recommendation call and shows
+        in `movies()`; the model scores it from its metadata when `side_information.metadata_aware`.
+        Returns the counts added / updated, the catalog size and the serving model's version. Needs the
+        token when the server requires one; errors (INVALID_ARGUMENT, UNAUTHENTICATED, ...) raise
+        MovieRecError.
+        """
+        req = c.upsert_request(movies)
+        with translate_errors():
+            return c.upsert_result(self._stub.UpsertMovies(req, timeout=self._t(timeout)))
 
     def stream(
         self, queries: Iterable[RecommendQuery | RatingsQuery], *, timeout: float | None = None
@@ -149,6 +207,8 @@ class Client:
             call.cancel()
 
     def model_info(self, *, timeout: float | None = None) -> ModelInfo:
+        """The served model (version, sizes, metrics, `rating_scale`, `side_information`: what it knows
+        about users and movies besides ratings) and the server's `limits` (max_k, max_movies_per_upsert...)."""
         with translate_errors():
             return c.model_info(self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self._t(timeout)))
 
