@@ -12,9 +12,12 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from movierec.cli import CliError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_DATA_DIR = "data"
 
@@ -49,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     src.add_argument("--train", type=Path, help="training ratings (u.data, ratings.dat, ratings.csv or .inter)")
     src.add_argument("--test", type=Path, help="held-out ratings, used only to report metrics")
     src.add_argument("--catalog", type=Path, help="movie titles/genres (u.item, movies.dat, movies.csv, .item)")
+    src.add_argument("--users", type=Path,
+                     help="user profiles (u.user, users.dat, .user or a CSV with userId[,age,gender,occupation,zip]); "
+                          "default with --dataset: its users file (ml-100k, ml-1m)")
     src.add_argument("--dataset", help="a known data set, e.g. ml-100k (fetched into --data-dir if missing)")
     src.add_argument("--split", default="u1", help="split of --dataset (ml-100k: u1..u5; any: holdout, time)")
     src.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
@@ -122,6 +128,27 @@ def _training_files(args: argparse.Namespace) -> tuple[Path, Path | None, Path |
     return files.train, files.test, files.catalog, f"{args.dataset}/{args.split}"
 
 
+def _users_file(args: argparse.Namespace) -> Path | None:
+    """The user profiles to train with: --users, else the users file of --dataset when the data comes from it
+    (ml-100k u.user, ml-1m users.dat), else none."""
+    if args.users is not None:
+        return Path(args.users)
+    if args.train is None and args.dataset is not None:
+        from movierec.trainer.data import DATASETS, dataset_users_file
+
+        if args.dataset in DATASETS:
+            return dataset_users_file(args.dataset, args.data_dir)
+    return None
+
+
+def training_profiles(args: argparse.Namespace) -> pd.DataFrame | None:
+    """The profiles frame `run_training(profiles=)` gets (`load_users` of `_users_file`), or None."""
+    from movierec.trainer.data import load_users
+
+    path = _users_file(args)
+    return load_users(path) if path is not None else None
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if args.config is not None:
@@ -162,12 +189,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     catalog = load_catalog(catalog_path) if catalog_path is not None else None
     if args.faithful:
         return _train_faithful(args, train_df, test_df)
+    profiles = training_profiles(args)
     preset = get_preset(args.preset or DEFAULT_PRESET)
     from movierec.trainer.pipeline import run_training
 
     outcome = run_training(train_df, test_df, catalog, preset, args.out, overrides=_overrides(args),
                            dataset=dataset, progress=not args.quiet,
-                           checkpoint_dir=args.checkpoint_dir or default_checkpoint_dir(args.out), resume=args.resume)
+                           checkpoint_dir=args.checkpoint_dir or default_checkpoint_dir(args.out), resume=args.resume,
+                           profiles=profiles)
     if distributed.rank() != 0:
         return 0
     _print_metrics(outcome.metrics, args.json, header=f"artifact {outcome.version} -> {outcome.path}")
@@ -203,6 +232,7 @@ def _forwarded_args(args: argparse.Namespace) -> list[str]:
     """The `movierec train` arguments for every rank (all but --nproc). Keep in step with `register`."""
     out: list[str] = []
     for flag, value in (("--train", args.train), ("--test", args.test), ("--catalog", args.catalog),
+                        ("--users", args.users),
                         ("--dataset", args.dataset), ("--split", args.split), ("--data-dir", args.data_dir),
                         ("--out", args.out), ("--preset", args.preset), ("--config", args.config),
                         ("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--lr", args.lr),

@@ -1,4 +1,5 @@
-"""Readers for MovieLens ratings and catalogs in the GroupLens, ml-1m, ml-latest and RecBole layouts.
+"""Readers for MovieLens ratings, catalogs and user profiles in the GroupLens, ml-1m, ml-latest and RecBole
+layouts.
 
 All formats are read by pandas' C parser with explicit dtypes: ml-25m has 25M rows, and a Python loop per
 row would take minutes. Validation is vectorized too; only when something is wrong do we spend extra time
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -60,15 +63,15 @@ def _check_file(path: Path) -> Path:
 def _detect(path: Path, kind: str) -> str:
     """Format from the file name, falling back to the first line (so renamed files still work)."""
     name = path.name.lower()
-    if name in ("u.data", "u.item"):
+    if name in ("u.data", "u.item", "u.user"):
         return "grouplens"
-    if name.endswith((".inter", ".item")):
+    if name.endswith((".inter", ".item", ".user")):
         return "recbole"
     if name.endswith(".dat"):
         return "dat"
     if name.endswith(".csv"):
         return "csv"
-    if name.endswith((".base", ".test", ".tsv")):
+    if name.endswith((".base", ".test", ".tsv")) and kind != "users":
         return "grouplens"
     first = _first_line(path)
     if re.match(r"^\w+_id:", first):
@@ -79,13 +82,16 @@ def _detect(path: Path, kind: str) -> str:
         return "grouplens"
     if kind == "catalog" and first.count("|") >= 5:
         return "grouplens"
+    if kind == "users" and first.count("|") >= 4:
+        return "grouplens"
     if "," in first:
         return "csv"
     raise DataError(f"{path}: cannot tell the {kind} format from the name or first line; pass fmt= one of {FORMATS}")
 
 
 def detect_format(path: Path, kind: str = "ratings") -> str:
-    """The format name (one of FORMATS) of a ratings (`kind="ratings"`) or catalog (`"catalog"`) file."""
+    """The format name (one of FORMATS) of a ratings (`kind="ratings"`), catalog (`"catalog"`) or user
+    profiles (`"users"`) file."""
     return _detect(_check_file(Path(path)), kind)
 
 
@@ -439,3 +445,164 @@ def _load_recbole_item(path: Path) -> pd.DataFrame:
         year = _year_from_title(title)
     genres = raw.get("class", raw.get("genre", empty)).str.split().str.join("|")
     return _catalog_frame(path, raw["item_id"], title, year, genres, header_lines=1)
+
+
+# ---------------------------------------------------------------------------------------------------- users
+
+
+USER_COLUMNS: tuple[str, ...] = ("user", "age", "gender", "occupation", "zip")
+USER_AGE_MIN, USER_AGE_MAX = 1, 120  # an age outside this range is treated as not given (0)
+# ml-1m's users.dat gives an age group code, not an age. Each code becomes an age inside its group: the code
+# itself (the group's lower bound: 18 = 18-24, 25 = 25-34, 35 = 35-44, 45 = 45-49, 50 = 50-55, 56 = 56+),
+# except 1 ("under 18"), which becomes 16. So `movierec.core.features.age_group` gives back ml-1m's group.
+ML1M_AGES: Mapping[int, int] = MappingProxyType({1: 16, 18: 18, 25: 25, 35: 35, 45: 45, 50: 50, 56: 56})
+# ml-1m's occupation codes 0..20 (its README), lower-case; 0 ("other" or not specified) is "other".
+ML1M_OCCUPATIONS: tuple[str, ...] = (
+    "other", "academic/educator", "artist", "clerical/admin", "college/grad student", "customer service",
+    "doctor/health care", "executive/managerial", "farmer", "homemaker", "k-12 student", "lawyer", "programmer",
+    "retired", "sales/marketing", "scientist", "self-employed", "technician/engineer", "tradesman/craftsman",
+    "unemployed", "writer",
+)  # fmt: skip
+_GENDERS = ("F", "M")
+# Header names (lower-cased, RecBole's ":type" dropped) of each profile field in RecBole and CSV files.
+_USER_HEADER_NAMES: dict[str, tuple[str, ...]] = {
+    "user": ("user_id", "userid", "user"),
+    "age": ("age",),
+    "gender": ("gender", "sex"),
+    "occupation": ("occupation",),
+    "zip": ("zip_code", "zip", "zipcode", "zip-code"),
+}
+
+
+def load_users(path: Path | str, fmt: str = "auto") -> pd.DataFrame:
+    """User profiles: user:int64, age:int64 (0 = not given), gender ("F"/"M"/""), occupation, zip (strings).
+
+    Layouts: GroupLens u.user (`user|age|gender|occupation|zip`), ml-1m users.dat
+    (`UserID::Gender::Age::Occupation::Zip-code`, age and occupation as codes: see `ML1M_AGES` and
+    `ML1M_OCCUPATIONS`), RecBole `.user` (tab-separated, `user_id:token age:float gender:token
+    occupation:token zip_code:token` in any order, any but user_id may be absent) and CSV with a header
+    (userId/user_id/user, age, gender, occupation, zip/zip_code; any but the user column may be absent).
+
+    Partial profiles are normal and never an error: a blank or unknown value is "not given" (age 0, ""),
+    a gender other than F/M (any case) is "", an ml-1m age or occupation code outside its table is 0 / "".
+    Every field is stripped; occupation is lower-cased; zip stays a string (leading zeros kept). UTF-8 with
+    an ISO-8859-1 fallback. Rows keep file order. Raises `DataError` naming the file and line for a wrong
+    field count, a user id that is not an integer and a repeated user id.
+    """
+    path = _check_file(Path(path))
+    fmt = _resolve(path, fmt, "users")
+    if fmt == "csv":
+        return _load_users_csv(path)
+    lines, numbers = _text_lines(path)
+    if fmt == "recbole":
+        header, lines, numbers = lines.iloc[0], lines.iloc[1:].reset_index(drop=True), numbers[1:]
+        names = [h.split(":", 1)[0].strip().lower() for h in header.split("\t")]
+        fields = _user_header_columns(path, names)
+        parts = _split_user_fields(path, lines, numbers, "\t", len(names))
+        return _users_frame(path, parts, fields, lambda row: int(numbers[row]))
+    if fmt == "grouplens":
+        parts = _split_user_fields(path, lines, numbers, "|", 5)
+        fields = {"user": 0, "age": 1, "gender": 2, "occupation": 3, "zip": 4}
+        return _users_frame(path, parts, fields, lambda row: int(numbers[row]))
+    if fmt == "dat":
+        parts = _split_user_fields(path, lines, numbers, "::", 5)
+        # codes -> representative age / occupation name; a code not in the table is "not given"
+        parts[2] = pd.to_numeric(parts[2], errors="coerce").map(ML1M_AGES).fillna(0).astype(np.int64)
+        parts[3] = pd.to_numeric(parts[3], errors="coerce").map(dict(enumerate(ML1M_OCCUPATIONS))).fillna("")
+        fields = {"user": 0, "gender": 1, "age": 2, "occupation": 3, "zip": 4}
+        return _users_frame(path, parts, fields, lambda row: int(numbers[row]))
+    raise DataError(f"{path}: no user profiles in the {fmt} format; use u.user, users.dat, a RecBole .user or a CSV")
+
+
+def _text_lines(path: Path) -> tuple[pd.Series, np.ndarray]:
+    """The non-blank lines of a small text file and their 1-based line numbers.
+
+    UTF-8 (a BOM is dropped) or else ISO-8859-1, which decodes any byte. Split on "\\n" only: str.splitlines
+    would also break at the C1 control \\x85 that ISO-8859-1 gives for byte 0x85.
+    """
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    lines = pd.Series(text.split("\n"), dtype=object).str.rstrip("\r")
+    keep = (lines.str.strip() != "").to_numpy(dtype=bool)
+    return lines[keep].reset_index(drop=True), np.flatnonzero(keep) + 1
+
+
+def _split_user_fields(path: Path, lines: pd.Series, numbers: np.ndarray, sep: str, n: int) -> pd.DataFrame:
+    """Exactly `n` fields per line, each stripped; a line with another count is an error naming it."""
+    if lines.empty:
+        raise DataError(f"{path}: no users (only a header)")
+    counts = lines.str.count(re.escape(sep)).to_numpy() + 1
+    bad = counts != n
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{path}: line {numbers[row]}: expected {n} {sep!r}-separated fields, found {counts[row]}")
+    parts = lines.str.split(sep, regex=False, expand=True)
+    return pd.DataFrame({c: parts[c].str.strip() for c in range(n)})
+
+
+def _user_header_columns(path: Path, names: list[str]) -> dict[str, int]:
+    """Field -> column position in a header (the first of its names found); the user column is required."""
+    fields = {}
+    for field_, aliases in _USER_HEADER_NAMES.items():
+        found = [i for i, name in enumerate(names) if name in aliases]
+        if found:
+            fields[field_] = found[0]
+    if "user" not in fields:
+        raise DataError(f"{path}: line 1: header {names!r} has no user id column (user_id, userId or user)")
+    return fields
+
+
+def _load_users_csv(path: Path) -> pd.DataFrame:
+    # pandas pads a short row with "" (and refuses a long one with a message about its own line count), so
+    # count the fields of each line first: commas outside "quoted" parts. A quoted value spanning lines is
+    # not supported in a profiles file.
+    lines, numbers = _text_lines(path)
+    counts = lines.str.replace(r'"(?:[^"]|"")*"', "", regex=True).str.count(",").to_numpy() + 1
+    bad = counts != counts[0]
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{path}: line {numbers[row]}: expected {counts[0]} ','-separated fields, found {counts[row]}")
+    raw = _read_str_table(path, sep=",")
+    if raw.empty:
+        raise DataError(f"{path}: no users (only a header)")
+    names = [str(c).split(":", 1)[0].strip().lower() for c in raw.columns]
+    raw.columns = list(range(raw.shape[1]))
+    fields = _user_header_columns(path, names)
+    parts = raw.apply(lambda col: col.str.strip())
+    return _users_frame(path, parts, fields, lambda row: int(numbers[row + 1]))
+
+
+def _users_frame(path: Path, parts: pd.DataFrame, fields: Mapping[str, int], line_of: Callable[[int], int]) -> pd.DataFrame:
+    """The typed profile frame from string columns (`fields`: profile field -> column of `parts`)."""
+    empty = pd.Series("", index=parts.index, dtype=object)
+
+    def column(name: str) -> pd.Series:
+        return parts[fields[name]] if name in fields else empty
+
+    user = column("user")
+    bad = ~user.str.fullmatch(r"[+-]?\d{1,18}").to_numpy(dtype=bool, na_value=False)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{path}: line {line_of(row)}: field 'user' must be an integer, got {user.iloc[row]!r}")
+    ids = user.astype(np.int64).to_numpy()
+    dup = pd.Series(ids).duplicated().to_numpy()
+    if dup.any():
+        row = int(np.argmax(dup))
+        first = int(np.argmax(ids == ids[row]))
+        raise DataError(f"{path}: line {line_of(row)}: duplicate user id {ids[row]} (first at line {line_of(first)})")
+    age = pd.to_numeric(column("age"), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        known = np.isfinite(age) & (age >= USER_AGE_MIN) & (age < USER_AGE_MAX + 1)
+    gender = column("gender").str.upper()
+    return pd.DataFrame(
+        {
+            "user": ids,
+            "age": np.where(known, np.floor(np.where(known, age, 0)), 0).astype(np.int64),
+            "gender": gender.where(gender.isin(_GENDERS), "").to_numpy(dtype=object),
+            "occupation": column("occupation").str.lower().to_numpy(dtype=object),
+            "zip": column("zip").to_numpy(dtype=object),
+        }
+    )

@@ -22,7 +22,8 @@ class DatasetSpec:
     """How to obtain one data set and what a complete copy of it looks like.
 
     `url` is None when the data set does not come as a download of its own (ml-100k is taken from the
-    recbole wheel on PyPI). `archive_sha256` / `archive_size` are checked when set.
+    recbole wheel on PyPI). `archive_sha256` / `archive_size` are checked when set. `users_file` /
+    `users_format`: the user profiles (`load_users`), None for data sets without them (ml-latest, ml-25m).
     """
 
     name: str
@@ -35,6 +36,8 @@ class DatasetSpec:
     splits: tuple[str, ...] = COMPUTED_SPLITS
     archive_sha256: str | None = None
     archive_size: int | None = None
+    users_file: str | None = None
+    users_format: str | None = None
 
     @property
     def formats(self) -> tuple[str, str | None]:
@@ -56,6 +59,8 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
             files=("u.data", "u.item", "u.user", "u.genre", "u.occupation")
             + tuple(f"{f}.{kind}" for f in GROUPLENS_FOLDS for kind in ("base", "test")),
             splits=GROUPLENS_FOLDS + COMPUTED_SPLITS,
+            users_file="u.user",
+            users_format="grouplens",
         ),
         "ml-1m": DatasetSpec(
             name="ml-1m",
@@ -65,6 +70,8 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
             catalog_file="movies.dat",
             catalog_format="dat",
             files=("ratings.dat", "movies.dat", "users.dat"),
+            users_file="users.dat",
+            users_format="dat",
         ),
         "ml-latest-small": DatasetSpec(
             name="ml-latest-small",
@@ -93,6 +100,13 @@ def get_spec(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         raise DataError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}") from None
+
+
+def dataset_users_file(name: str, data_dir: Path) -> Path | None:
+    """Where data set `name`'s user profiles are under `data_dir` (as laid out by `fetch_dataset`), or None
+    when the data set has none. Whether the file exists is left to `load_users`, which names it if not."""
+    spec = get_spec(name)
+    return Path(data_dir) / name / spec.users_file if spec.users_file else None
 
 
 @dataclass(frozen=True)
