@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "movierec.cli.train_cmd",
     "movierec.cli.serve_cmd",
     "movierec.cli.client_cmd",
+    "movierec.cli.catalog_cmd",
     "movierec.cli.demo_cmd",
     "movierec.cli.bulk_cmd",
     "movierec.cli.report_cmd",
