@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from movierec.cli import CliError
+from movierec.cli.client_cmd import PROFILE_HELP, parse_profile, parse_ratings_pairs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,11 +98,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(handler=_handler(cmd_predict))
 
-    p = sub.add_parser("recommend", help="top-K movies for a known user, or for every user (--all)")
+    p = sub.add_parser("recommend", help="top-K movies for a known user, every user (--all), or a new user "
+                       "(--profile and/or --ratings)")
     p.add_argument("--artifact", type=Path, required=True)
-    who = p.add_mutually_exclusive_group(required=True)
+    who = p.add_mutually_exclusive_group()
     who.add_argument("--user", type=int, action="append", help="raw user id (repeatable)")
     who.add_argument("--all", action="store_true", help="every known user, to --out")
+    p.add_argument("--profile", help="a new user: " + PROFILE_HELP + " (with or without --ratings; an artifact "
+                   "without cold-start models ignores it)")
+    p.add_argument("--ratings", help="a new user's ratings: movie:rating pairs, e.g. 50:5,1:4 (on the "
+                   "artifact's rating scale)")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--out", type=Path, help="with --all: user_id, rank, movie_id, score as .parquet, .csv or TSV "
                    "(any other suffix), the columns of `score-all`")
@@ -303,6 +309,15 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     if args.k <= 0:
         raise CliError(f"-k must be > 0, got {args.k}")
+    new_user = args.profile is not None or args.ratings is not None
+    if new_user and (args.user or args.all):
+        raise CliError("--user/--all are known users; --profile/--ratings describe a new one: give one or the other")
+    if not new_user and not args.user and not args.all:
+        raise CliError("give --user ID, --all, or --profile and/or --ratings for a new user")
+    if new_user:
+        profile = parse_profile(args.profile) if args.profile is not None else None
+        ratings = parse_ratings_pairs(args.ratings) if args.ratings is not None else {}
+        return _recommend_new_user(Scorer.load(args.artifact, device=args.device), args.k, ratings, profile)
     scorer = Scorer.load(args.artifact, device=args.device)
     if args.all:
         from movierec.trainer.offline import write_all_recommendations
@@ -318,12 +333,51 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         raise CliError(f"unknown user id(s) {unknown}; the artifact knows {len(scorer.users)} users "
                        f"(ids {scorer.users.raw[0]}..{scorer.users.raw[-1]})")
     items, scores = scorer.recommend_users(idx, args.k)
-    cat = scorer.catalog
     for user, row_items, row_scores in zip(args.user, items, scores, strict=True):
-        print(f"user {user}: top {args.k}")
-        for rank, (i, s) in enumerate(zip(row_items, row_scores, strict=True), start=1):
-            if i < 0:
-                break
-            genres = ", ".join(cat.genres[i])
-            print(f"  {rank:2d}. {cat.titles[i]}  [{genres}]  (movie {cat.item_ids[i]}, score {s:.3f})")
+        _print_list(scorer, f"user {user}: top {args.k}", row_items, row_scores)
+    return 0
+
+
+def _print_list(scorer: Any, header: str, items: Any, scores: Any) -> None:
+    cat = scorer.catalog
+    print(header)
+    for rank, (i, s) in enumerate(zip(items, scores, strict=True), start=1):
+        if i < 0:
+            break
+        genres = ", ".join(cat.genres[i])
+        print(f"  {rank:2d}. {cat.titles[i]}  [{genres}]  (movie {cat.item_ids[i]}, score {s:.3f})")
+
+
+def _recommend_new_user(scorer: Any, k: int, ratings: dict[int, float], profile: dict[str, Any] | None) -> int:
+    """Top-k for one new user from a profile and/or ratings, scored in-process: rows with a profile go to the
+    artifact's cold-start models (when it has them), ratings alone to the main models."""
+    import numpy as np
+    import pandas as pd
+
+    from movierec.core.features import Profiles
+    from movierec.core.sparse import Csr
+
+    movie_ids = np.fromiter(ratings, dtype=np.int64, count=len(ratings))
+    values = np.fromiter(ratings.values(), dtype=np.float32, count=len(ratings))
+    idx = scorer.items.to_index(movie_ids)
+    if (idx < 0).any():
+        unknown = movie_ids[idx < 0].tolist()
+        raise CliError(f"--ratings: movie id(s) {unknown} are not in the artifact's catalog")
+    off = ~scorer.rating_scale.contains(values)
+    if off.any():
+        raise CliError(f"--ratings: {values[off][0]:g} (movie {movie_ids[off][0]}) is not on the model's rating "
+                       f"scale {scorer.rating_scale}")
+    inputs = Csr.from_coo(np.zeros(len(idx), np.int64), idx, values, 1, scorer.n_items)
+    profiles = None
+    if profile is not None:
+        row = {"age": profile.get("age", 0), "gender": profile.get("gender", ""),
+               "occupation": profile.get("occupation", ""), "zip": profile.get("zip_code", "")}
+        profiles = Profiles.from_frame(pd.DataFrame([row]))
+        if not scorer.info.profile_aware:
+            print("note: this artifact has no cold-start models: the profile is ignored"
+                  + (", only the ratings count" if ratings else "; the most popular movies follow"), file=sys.stderr)
+    items, scores = scorer.topk(inputs, k, profiles=profiles)
+    parts = [", ".join(f"{key}={value}" for key, value in profile.items())] if profile else []
+    parts += [f"{len(ratings)} rating{'s' if len(ratings) != 1 else ''}"] if ratings else []
+    _print_list(scorer, f"new user ({'; '.join(parts)}): top {k}", items[0], scores[0])
     return 0
