@@ -71,3 +71,136 @@ def test_sdk_imports_no_torch_and_no_server() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- cold start: profiles, upserted movies, side information ------------------------------------------------
+def test_profile_requests() -> None:
+    q = c.ratings_request(RatingsQuery({}, 5, profile={"age": 25, "gender": "f", "occupation": "student", "zip": 55105}))
+    (one,) = q.queries
+    assert len(one.ratings.movie_ids) == 0 and one.HasField("profile")
+    assert (one.profile.age, one.profile.gender, one.profile.occupation, one.profile.zip_code) == (
+        25, "f", "student", "55105"
+    )  # the server checks the gender code (case-insensitive); the SDK passes it on
+    # ratings=None: one query per profile; None entries carry no profile
+    q = c.ratings_request(RatingsQuery(None, 3, profile=[{"zip_code": "02139"}, None, {"age": np.int64(40)}]))
+    assert [x.HasField("profile") for x in q.queries] == [True, False, True]
+    assert q.queries[0].profile.zip_code == "02139" and q.queries[2].profile.age == 40
+    # one mapping is shared by every vector; a list gives one per vector and must match their number
+    q = c.ratings_request(RatingsQuery([{1: 5.0}, {2: 4.0}], profile={"gender": "M"}))
+    assert [x.profile.gender for x in q.queries] == ["M", "M"]
+    with pytest.raises(ValueError, match="2 entries for 3 rating vectors"):
+        c.ratings_request(RatingsQuery([{1: 5.0}, {2: 4.0}, {3: 1.0}], profile=[{"age": 3}, None]))
+    # no profile, {} and only missing values all mean "no profile"; NaN age (pandas) = not given
+    for none in (None, {}, {"age": None, "gender": None}, {"age": float("nan")}):
+        assert not c.ratings_request(RatingsQuery({1: 4.0}, profile=none)).queries[0].HasField("profile")
+    # ratings=None without a profile: one query with no ratings (the server answers the most popular movies)
+    assert len(c.ratings_request(RatingsQuery(None)).queries) == 1
+    assert c.is_single_query(None, {"age": 3}) and c.is_single_query({}, None)
+    assert not c.is_single_query(None, [{"age": 3}]) and not c.is_single_query([{1: 2.0}])
+    # predictions for a profile alone
+    q = c.ratings_request(RatingsQuery(None, 0, predict=[7, 8], profile={"occupation": "writer"}))
+    assert list(q.queries[0].predict_movie_ids) == [7, 8] and q.queries[0].profile.occupation == "writer"
+
+
+def test_profile_validation_names_the_key() -> None:
+    with pytest.raises(ValueError, match="unknown key 'agee'"):
+        c.user_profile({"agee": 25})
+    with pytest.raises(ValueError, match="unknown key 'zipcode'"):
+        c.ratings_request(RatingsQuery({}, profile={"zipcode": "1"}))
+    with pytest.raises(ValueError, match="'zip_code' given twice"):
+        c.user_profile({"zip": "1", "zip_code": "2"})
+    for bad, key in (({"age": "25"}, "age"), ({"age": 25.5}, "age"), ({"age": True}, "age"),
+                     ({"gender": 1}, "gender"), ({"occupation": ["x"]}, "occupation")):  # fmt: skip
+        with pytest.raises(TypeError, match=f"profile\\['{key}'\\]"):
+            c.user_profile(bad)
+    with pytest.raises(TypeError, match="mapping"):
+        c.user_profile("age=25")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="mapping"):
+        c.profiles("age=25", 1)
+    # ranges are the server's (INVALID_ARGUMENT): the SDK passes them on
+    assert c.user_profile({"age": 200, "gender": "X"}) == types.UserProfile(age=200, gender="X")
+    with pytest.raises(ValueError, match="out of range"):
+        c.user_profile({"age": 2**40})
+
+
+def test_upsert_requests_from_dicts_and_frames() -> None:
+    import pandas as pd
+
+    req = c.upsert_request([
+        {"movie_id": 5000, "title": "New", "year": 2024, "genres": "Comedy|Drama"},
+        {"movieId": np.int64(5001), "title": "Other", "genres": ["Action", " "]},
+        {"item": 5002, "title": "Third", "year": None, "genres": None},
+    ])  # fmt: skip
+    m = req.movies
+    assert [x.movie_id for x in m] == [5000, 5001, 5002]
+    assert list(m[0].genres) == ["Comedy", "Drama"] and m[0].year == 2024
+    assert list(m[1].genres) == ["Action"] and m[1].year == 0 and m[2].year == 0 and not m[2].genres
+    frame = pd.DataFrame({"movieId": [7, 8], "title": ["A", "B"], "year": [1995, np.nan], "genres": ["X|Y", np.nan]})
+    got = c.movie_list(frame)
+    assert [(x.movie_id, x.title, x.year, list(x.genres)) for x in got] == [(7, "A", 1995, ["X", "Y"]), (8, "B", 0, [])]
+    nullable = pd.DataFrame(
+        {"item": pd.array([1, 2], dtype="Int64"), "title": ["a", "b"], "year": pd.array([None, 2000], dtype="Int64"),
+         "genres": [["G"], []]}
+    )  # fmt: skip
+    assert [(x.movie_id, x.year, list(x.genres)) for x in c.movie_list(nullable)] == [(1, 0, ["G"]), (2, 2000, [])]
+    assert c.upsert_request(pd.DataFrame({"movie_id": [3], "title": ["only"]})).movies[0].title == "only"
+
+
+def test_upsert_validation() -> None:
+    import pandas as pd
+
+    with pytest.raises(ValueError, match="movie 0: unknown key 'name'"):
+        c.movie_list([{"movie_id": 1, "name": "x"}])
+    with pytest.raises(ValueError, match="unknown column\\(s\\) 'Title'"):
+        c.movie_list(pd.DataFrame({"movie_id": [1], "Title": ["x"]}))
+    with pytest.raises(ValueError, match="movie 1: no movie_id"):
+        c.movie_list([{"movie_id": 1, "title": "a"}, {"title": "b"}])
+    with pytest.raises(ValueError, match="movie 4: no title"):
+        c.movie_list([{"movie_id": 4}])
+    with pytest.raises(ValueError, match="given twice"):
+        c.movie_list([{"movie_id": 4, "item": 4, "title": "a"}])
+    with pytest.raises(TypeError, match="movie_id must be an integer"):
+        c.movie_list([{"movie_id": "4", "title": "a"}])
+    with pytest.raises(TypeError, match="movie 4: year must be an integer"):
+        c.movie_list([{"movie_id": 4, "title": "a", "year": 1999.5}])
+    with pytest.raises(TypeError, match="movie 4: genres"):
+        c.movie_list([{"movie_id": 4, "title": "a", "genres": 3}])
+    with pytest.raises(TypeError, match="list of mappings or a pandas DataFrame"):
+        c.movie_list({"movie_id": 4, "title": "a"})  # type: ignore[arg-type]
+    # values the server checks (ids > 0, years 1870..2100, empty lists, duplicates) pass through
+    assert [x.movie_id for x in c.movie_list([{"movie_id": -1, "title": "a", "year": 1500}] * 2)] == [-1, -1]
+
+
+def test_upsert_result_and_side_information() -> None:
+    res = c.upsert_result(pb.UpsertMoviesResponse(model_version="v", added=2, updated=1, n_movies=83))
+    assert (res.added, res.updated, res.n_movies, res.model_version) == (2, 1, 83, "v")
+    resp = pb.GetModelInfoResponse(
+        model=types.ModelInfo(
+            version="v",
+            side_information=types.SideInformation(
+                profile_aware=True, metadata_aware=True, occupations=["student", "writer"], genres=["Comedy"],
+                n_trained_movies=80, n_added_movies=3,
+            ),
+        ),
+        limits=types.ServerLimits(max_users_per_call=5, max_k=80, max_movies_per_upsert=500),
+    )  # fmt: skip
+    info = c.model_info(resp)
+    si = info.side_information
+    assert si is not None and si.profile_aware and si.metadata_aware
+    assert si.occupations == ("student", "writer") and si.genres == ("Comedy",)
+    assert (si.n_trained_movies, si.n_added_movies) == (80, 3)
+    assert info.limits.max_movies_per_upsert == 500 and info.limits.max_k == 80
+    old = c.model_info(pb.GetModelInfoResponse(model=types.ModelInfo(version="v")))  # a server before the field
+    assert old.side_information is None and old.limits.max_movies_per_upsert == 0
+
+
+def test_clients_have_the_same_cold_start_api() -> None:
+    import inspect
+
+    from movierec.client import AsyncClient, Client
+
+    for name in ("recommend_for_ratings", "predict", "upsert_movies", "model_info"):
+        sync, aio = inspect.signature(getattr(Client, name)), inspect.signature(getattr(AsyncClient, name))
+        assert list(sync.parameters) == list(aio.parameters), name
+        assert getattr(Client, name).__doc__ and getattr(AsyncClient, name).__doc__
+    assert "profile" in inspect.signature(Client.recommend_for_ratings).parameters
