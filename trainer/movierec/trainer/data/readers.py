@@ -60,13 +60,20 @@ def _check_file(path: Path) -> Path:
     return path
 
 
+def _is_recbole_header(first: str) -> bool:
+    """RecBole's atomic files start with `name:type` columns (`user_id:token`, `zip_code:token`, ...)."""
+    return bool(re.match(r"^\w+_id:", first) or re.match(r"^\w+:(?:token|float)(?:_seq)?(?:\t|$)", first))
+
+
 def _detect(path: Path, kind: str) -> str:
     """Format from the file name, falling back to the first line (so renamed files still work)."""
     name = path.name.lower()
     if name in ("u.data", "u.item", "u.user"):
         return "grouplens"
-    if name.endswith((".inter", ".item", ".user")):
+    if name.endswith((".inter", ".item")):
         return "recbole"
+    if name.endswith(".user") and _is_recbole_header(_first_line(path)):
+        return "recbole"  # a ".user" in another layout (a renamed u.user) is told by its content below
     if name.endswith(".dat"):
         return "dat"
     if name.endswith(".csv"):
@@ -74,7 +81,7 @@ def _detect(path: Path, kind: str) -> str:
     if name.endswith((".base", ".test", ".tsv")) and kind != "users":
         return "grouplens"
     first = _first_line(path)
-    if re.match(r"^\w+_id:", first):
+    if _is_recbole_header(first):
         return "recbole"
     if "::" in first:
         return "dat"
@@ -496,7 +503,7 @@ def load_users(path: Path | str, fmt: str = "auto") -> pd.DataFrame:
     lines, numbers = _text_lines(path)
     if fmt == "recbole":
         header, lines, numbers = lines.iloc[0], lines.iloc[1:].reset_index(drop=True), numbers[1:]
-        names = [h.split(":", 1)[0].strip().lower() for h in header.split("\t")]
+        names = [h.split(":", 1)[0].strip() for h in header.split("\t")]
         fields = _user_header_columns(path, names)
         parts = _split_user_fields(path, lines, numbers, "\t", len(names))
         return _users_frame(path, parts, fields, lambda row: int(numbers[row]))
@@ -547,7 +554,7 @@ def _user_header_columns(path: Path, names: list[str]) -> dict[str, int]:
     """Field -> column position in a header (the first of its names found); the user column is required."""
     fields = {}
     for field_, aliases in _USER_HEADER_NAMES.items():
-        found = [i for i, name in enumerate(names) if name in aliases]
+        found = [i for i, name in enumerate(names) if name.lower() in aliases]
         if found:
             fields[field_] = found[0]
     if "user" not in fields:
@@ -568,7 +575,7 @@ def _load_users_csv(path: Path) -> pd.DataFrame:
     raw = _read_str_table(path, sep=",")
     if raw.empty:
         raise DataError(f"{path}: no users (only a header)")
-    names = [str(c).split(":", 1)[0].strip().lower() for c in raw.columns]
+    names = [str(c).split(":", 1)[0].strip() for c in raw.columns]
     raw.columns = list(range(raw.shape[1]))
     fields = _user_header_columns(path, names)
     parts = raw.apply(lambda col: col.str.strip())
