@@ -33,3 +33,50 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_ratings: tuple[
         dataset="synthetic-tiny", progress=False,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_profiles() -> pd.DataFrame:
+    """Profiles of `tiny_ratings`' 120 users: age, gender, occupation, zip (leading zeros kept)."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    n = 120
+    return pd.DataFrame(
+        {
+            "user": np.arange(1, n + 1),
+            "age": rng.integers(12, 70, n),
+            "gender": rng.choice(["F", "M"], n),
+            "occupation": rng.choice(["student", "engineer", "artist", "writer", "retired"], n),
+            "zip": [f"{z:05d}" for z in rng.integers(0, 99999, n)],
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_cold_artifact(
+    tmp_path_factory: pytest.TempPathFactory, tiny_ratings: tuple[pd.DataFrame, ...], tiny_profiles: pd.DataFrame
+) -> Path:
+    """An artifact of `tiny_ratings` with cold-start models: a classic rating model, EASE-liked for ranking,
+    and the hybrid "cold-rating" / "cold-ranking" models reading `tiny_profiles` and the catalog's genres,
+    years and title words (read-only: copy before changing)."""
+    import dataclasses
+
+    from movierec.trainer.config import CLASSIC, COLD_START, EASE_LIKED, Preset
+    from movierec.trainer.pipeline import run_training
+
+    train, test, catalog = tiny_ratings
+    preset = Preset(
+        name="tiny-cold",
+        description="classic + EASE-liked + hybrid cold-start models, few epochs (tests)",
+        model=CLASSIC.model,
+        train=dataclasses.replace(CLASSIC.train, epochs=5, batch_size=16, lr=0.01, device="cpu"),
+        ranking_model=EASE_LIKED.model,
+        ranking_train=EASE_LIKED.train,
+        side_models=tuple(
+            (role, model, dataclasses.replace(cfg, epochs=15, device="cpu")) for role, model, cfg in COLD_START
+        ),
+    )
+    out = tmp_path_factory.mktemp("artifacts") / "tiny-cold"
+    run_training(train, test, catalog, preset, out, dataset="synthetic-tiny", progress=False, profiles=tiny_profiles)
+    return out

@@ -76,6 +76,8 @@ class Preset:
     train: TrainConfig
     ranking_model: ModelConfig | None = None
     ranking_train: TrainConfig | None = None
+    # Cold-start models trained beside the others: (artifact role, model, training), e.g. "cold-ranking"
+    side_models: tuple[tuple[str, ModelConfig, TrainConfig], ...] = ()
 
 
 # The classic stacked autoencoder (the SuperDataScience notebook): nb_movies -> 20 -> 10 -> 20 -> nb_movies,
@@ -245,14 +247,26 @@ ENSEMBLE = Preset(
     train=TrainConfig(epochs=1000),  # an upper bound on the members' epochs; each member early-stops itself
 )
 
-# The default: the best rating model answers Predict, the best ranking model answers Recommend.
+# Cold start (README, "Cold start"): hybrid autoencoders that read user profiles and movie metadata besides
+# ratings, trained DropoutNet-style (movierec.trainer.fit.side); model selection on cold validation users.
+SIDE_TRAIN = TrainConfig(epochs=200, batch_size=128, optimizer="adam", lr=1e-3, patience=10)
+COLD_RATING = ModelConfig(kind="hybrid-rating", hidden=(128,), activation="selu", extra={"dim": 64})
+COLD_RANKING = ModelConfig(kind="hybrid-ranking", hidden=(128,), activation="tanh", extra={"dim": 64})
+COLD_START: tuple[tuple[str, ModelConfig, TrainConfig], ...] = (
+    ("cold-rating", COLD_RATING, SIDE_TRAIN),
+    ("cold-ranking", COLD_RANKING, SIDE_TRAIN),
+)
+
+# The default: the best rating model answers Predict, the best ranking model answers Recommend, the hybrid
+# models answer new users (profiles) and new movies (metadata).
 BEST = Preset(
     name="best",
-    description="I-AutoRec + deep AE + kNN-baseline + BPMF blend (I-AutoRec refit on all training ratings) for ratings, EASE-liked for recommendations (the default)",
+    description="I-AutoRec + deep AE + kNN-baseline + BPMF blend (I-AutoRec refit on all training ratings) for ratings, EASE-liked for recommendations, hybrid autoencoders for new users and movies (the default)",
     model=ENSEMBLE.model,
     train=ENSEMBLE.train,
     ranking_model=EASE_LIKED.model,
     ranking_train=EASE_LIKED.train,
+    side_models=COLD_START,
 )
 
 PRESETS: dict[str, Preset] = {

@@ -14,14 +14,16 @@ import numpy as np
 import pandas as pd
 
 from movierec.core.artifact import Artifact, ModelEntry, RatingScale, data_fingerprint, save_artifact
-from movierec.core.models import member_needs_users, model_objective
-from movierec.core.scoring import Scorer
+from movierec.core.features import FeatureSchema, Profiles
+from movierec.core.models import member_needs_users, model_class, model_objective
+from movierec.core.scoring import Catalog, Scorer
 from movierec.core.sparse import Csr, IdMap
 from movierec.trainer import distributed
 from movierec.trainer.checkpoint import CheckpointSpec, remove_checkpoints
 from movierec.trainer.config import ModelConfig, Preset, TrainConfig
 from movierec.trainer.data.splits import holdout_mask
 from movierec.trainer.evaluate import evaluate
+from movierec.trainer.fit.side import SideData
 from movierec.trainer.plots import learning_curve_png
 from movierec.trainer.train import FitResult, finalize, fit
 
@@ -80,7 +82,40 @@ def resolve_roles(preset: Preset, overrides: dict[str, Any] | None) -> dict[str,
         if "ranking" in roles:
             raise ValueError(f"preset {preset.name!r} has two ranking models")
         roles["ranking"] = (rmodel, rtrain)
+    for role, smodel, strain in preset.side_models:
+        if "device" in overrides.get("train", {}):
+            strain = dataclasses.replace(strain, device=overrides["train"]["device"])
+        roles[role] = (smodel, strain)
     return roles
+
+
+def time_order(df: pd.DataFrame, users: IdMap, items: IdMap) -> Csr | None:
+    """Each rating's place in its user's history (1 = earliest; ties in file order), as a matrix with the
+    pattern of `ratings_matrix(df, ...)`; None without timestamps."""
+    if "timestamp" not in df or df["timestamp"].isna().all():
+        return None
+    when = df.groupby("user", sort=False)["timestamp"].rank(method="first").fillna(0).astype(np.float32)
+    return ratings_matrix(df.assign(rating=when.to_numpy()), users, items)
+
+
+def side_data(
+    users: IdMap, items: IdMap, catalog: pd.DataFrame | None, profiles: pd.DataFrame | None
+) -> tuple[FeatureSchema, SideData, pd.DataFrame | None]:
+    """The feature vocabulary of the training data, its feature rows aligned with `users` / `items`, and
+    the training users' profiles (None without a profiles table)."""
+    known = None
+    if profiles is not None:
+        known = profiles.drop_duplicates("user").set_index("user").reindex(users.raw)
+        known = known.rename_axis("user").reset_index()
+    prof = Profiles.from_frame(known) if known is not None else Profiles.empty(len(users))
+    movies = Catalog.from_frame(catalog, items).table() if catalog is not None else None
+    schema = FeatureSchema.build(prof if known is not None else None, movies)
+    item_rows = schema.encode_items(movies) if movies is not None else np.zeros((len(items), 0), np.float32)
+    stored = None
+    if known is not None:
+        stored = prof.to_frame()
+        stored.insert(0, "user", users.raw)
+    return schema, SideData(schema.encode_users(prof), item_rows), stored
 
 
 RANKING_DESCRIPTIONS = {
@@ -123,6 +158,11 @@ def run_training(
     users = IdMap.from_ids(train_df["user"])
     items = IdMap.from_ids(train_df["item"])
     full = ratings_matrix(train_df, users, items)
+    if any(model_class(m.kind).side_information for m, _ in roles.values()):
+        schema, side, stored_profiles = side_data(users, items, catalog, profiles)
+    else:  # no model reads side information: none recorded (the profiles are still kept)
+        schema, side = FeatureSchema(), SideData(np.zeros((len(users), 0), np.float32), np.zeros((len(items), 0), np.float32))
+        stored_profiles = side_data(users, items, None, profiles)[2]
     entries: dict[str, ModelEntry] = {}
     trainings: dict[str, dict[str, Any]] = {}
     fits: dict[str, FitResult] = {}
@@ -131,13 +171,20 @@ def run_training(
         extra = dict(model_cfg.extra)
         if member_needs_users(model_cfg):
             extra["n_users"] = len(users)
+        uses_side = model_class(model_cfg.kind).side_information
+        if uses_side:
+            extra.update(n_user_features=schema.n_user_features, n_item_features=schema.n_item_features,
+                         global_mean=float(full.values.mean()) if full.nnz else 0.0)  # fmt: skip
         model_cfg = dataclasses.replace(model_cfg, n_items=len(items), extra=extra)
         valid_mask = holdout_mask(train_df["user"].to_numpy(np.int64), train_cfg.valid_fraction, train_cfg.seed)
         fit_train = ratings_matrix(train_df[~valid_mask], users, items)
         fit_valid = ratings_matrix(train_df[valid_mask], users, items)
         t0 = time.perf_counter()
         ckpt = CheckpointSpec(Path(checkpoint_dir) / f"{role}.pt", resume) if checkpoint_dir is not None else None
-        result = fit(fit_train, fit_valid, model_cfg, train_cfg, progress=progress, checkpoint=ckpt)
+        fit_side = None
+        if uses_side:
+            fit_side = dataclasses.replace(side, order=time_order(train_df[~valid_mask], users, items))
+        result = fit(fit_train, fit_valid, model_cfg, train_cfg, progress=progress, checkpoint=ckpt, side=fit_side)
         if rank == 0:  # only rank 0 writes the artifact
             finalize(result.model, full, train_cfg)  # codes / closed-form weights from every training rating
         if result.chosen:
@@ -175,6 +222,8 @@ def run_training(
         history=full,
         catalog=cat.reset_index(drop=True),
         rating_scale=RatingScale.infer(train_df["rating"].to_numpy()),  # min, max, step of the training data
+        features=schema,
+        profiles=stored_profiles,
         meta={
             "dataset": dataset,
             "preset": preset.name,

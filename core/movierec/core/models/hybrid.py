@@ -17,6 +17,8 @@ them), so the same weights serve known users, new users and new movies.
 Two families share the network and differ in what they learn:
   HybridRating   masked MSE on observed ratings (predicted stars; the cold-rating role)
   HybridRanking  multinomial likelihood of the rated movies, as Mult-DAE (top-N; the cold-ranking role)
+Both read which movies were rated and how (centered ratings): a new user's first ratings are mostly the
+popular movies a sign-up page shows, so which movies they rated says little and how they rated them a lot.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class HybridSettings(FamilySettings):
     profile_drop: float = 0.2  # share of rows trained without their profile (ratings alone)
     movie_drop: float = 0.2  # share of movies whose free vectors are hidden in a step (metadata alone)
     input_dropout: float = 0.5  # of the ratings the remaining (full) rows keep
+    count_prior: float = 0.0  # inputs are scaled by 1 / sqrt(n_rated + count_prior): few ratings, small steps
+    like_threshold: float = 0.0  # ranking models: > 0 = learn to rank the movies rated at least this high
     global_mean: float = 3.5  # rating models: predictions are offsets from it (filled by the trainer)
 
 
@@ -83,7 +87,8 @@ class HybridAE(Recommender):
         self.bias_default = nn.Parameter(torch.zeros(()))
         self.act = activation(config.activation)
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        self.global_mean = s.global_mean if self.rating_input else 0.0
+        self.global_mean = s.global_mean  # inputs are centered on it; rating models predict offsets from it
+        self.offset = s.global_mean if self.objective == "rating" else 0.0
 
     # -- movie vectors ---------------------------------------------------------------------------------
     def _movie_vectors(
@@ -111,7 +116,7 @@ class HybridAE(Recommender):
 
     def _encode_input(self, x: torch.Tensor, w_in: torch.Tensor) -> torch.Tensor:
         rated = (x != 0).to(x.dtype)
-        norm = rated.sum(dim=1, keepdim=True).clamp(min=1.0).rsqrt()
+        norm = (rated.sum(dim=1, keepdim=True) + self.settings.count_prior).clamp(min=1.0).rsqrt()
         code = (rated * norm) @ w_in[0]
         if self.rating_input:
             centered = (x - self.global_mean) * rated * norm
@@ -122,7 +127,7 @@ class HybridAE(Recommender):
         w_in, v_out, bias = self._movie_vectors(added)
         code = self.act(self._encode_input(x, w_in) + users @ self.user_in + self.in_bias)
         h = self.act(self.hidden(self.dropout(code)))
-        return self.out_proj(h) @ v_out.T + bias + self.global_mean
+        return self.out_proj(h) @ v_out.T + bias + self.offset
 
     def forward(self, x: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
         if users is None:
@@ -144,7 +149,7 @@ class HybridRanking(HybridAE):
     """Top-N scores from rated movies, profile and movie metadata (multinomial likelihood)."""
 
     objective = "ranking"
-    rating_input = False
+    rating_input = True
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)

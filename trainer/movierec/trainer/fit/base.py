@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -13,6 +14,9 @@ from movierec.core.sparse import Csr
 from movierec.trainer.checkpoint import CheckpointSpec
 from movierec.trainer.config import ModelConfig, TrainConfig
 from movierec.trainer.fit.common import EpochStats, FitResult
+
+if TYPE_CHECKING:
+    from movierec.trainer.fit.side import SideData
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class FitRun:
     train_config: TrainConfig
     device: torch.device
     generator: torch.Generator  # seeded with train_config.seed; the gradient trainer shuffles with it
+    side: SideData | None = None  # user and movie features (side-information models only)
 
 
 class Trainer(ABC):

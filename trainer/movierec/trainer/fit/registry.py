@@ -17,6 +17,7 @@ from movierec.trainer.fit.common import EpochStats, FitResult
 from movierec.trainer.fit.ensemble import EnsembleTrainer
 from movierec.trainer.fit.gradient import GradientTrainer
 from movierec.trainer.fit.sampler import SamplerTrainer
+from movierec.trainer.fit.side import SideData, SideTrainer
 
 
 def fit(
@@ -28,17 +29,19 @@ def fit(
     progress: bool = True,
     on_epoch: Callable[[EpochStats], None] | None = None,
     checkpoint: CheckpointSpec | None = None,
+    side: SideData | None = None,
 ) -> FitResult:
     """Build the model of `model_config` (seeded by `train_config.seed`) and fit it on `train` (users x items)
     with the trainer of its family; `valid` (same shape) holds held-out ratings for model selection.
-    `checkpoint`: the gradient trainer writes one every epoch and, with `resume`, continues from it."""
+    `checkpoint`: the gradient trainer writes one every epoch and, with `resume`, continues from it.
+    `side`: user and movie features, for side-information models (cold start)."""
     train_config.validate()
     device = resolve_device(train_config.device)
     torch.manual_seed(train_config.seed)
     generator = torch.Generator().manual_seed(train_config.seed)
     model = build_model(model_config).to(device)
     use_valid = valid is not None and valid.nnz > 0
-    run = FitRun(model, model_config, train, valid if use_valid else None, train_config, device, generator)
+    run = FitRun(model, model_config, train, valid if use_valid else None, train_config, device, generator, side)
     return trainer_for(model).fit(run, FitOptions(progress, on_epoch, checkpoint))
 
 
@@ -63,6 +66,7 @@ TRAINERS: dict[TrainedBy, Trainer] = {
     "closed_form": ClosedFormTrainer(),
     "sampler": SamplerTrainer(),
     "ensemble": EnsembleTrainer(_fit_member, trainer_for, _GRADIENT),
+    "side_gradient": SideTrainer(),
 }
 
 
