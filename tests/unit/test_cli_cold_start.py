@@ -153,13 +153,10 @@ def test_catalog_upsert_missing_file(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 # -- offline recommend for a new user -------------------------------------------------------------------------
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["tiny_cold_artifact", "tiny_artifact"])
 def artifact(request: pytest.FixtureRequest) -> Path:
-    """The artifact with cold-start side models (`tiny_cold_artifact`) where tests/conftest.py has it."""
-    try:
-        return Path(request.getfixturevalue("tiny_cold_artifact"))
-    except pytest.FixtureLookupError:
-        return Path(request.getfixturevalue("tiny_artifact"))
+    """An artifact with cold-start side models (profiles scored), and one without (profiles ignored)."""
+    return Path(request.getfixturevalue(request.param))
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +181,11 @@ def _expected(scorer: Any, k: int, ratings: dict[int, float], profile: dict[str,
     return scorer.items.raw[items[0][items[0] >= 0]].tolist()
 
 
-def test_recommend_profile_offline(artifact: Path, scorer: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_recommend_profile_offline(
+    artifact: Path, scorer: Any, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cold = request.node.callspec.params["artifact"] == "tiny_cold_artifact"
+    assert scorer.info.profile_aware == cold
     base = ["recommend", "--artifact", str(artifact), "--device", "cpu", "-k", "5"]
     profile = {"age": 25, "gender": "F", "occupation": "student", "zip": "55105"}
     assert main([*base, "--profile", "age=25,gender=F,occupation=student,zip=55105"]) == 0
@@ -193,11 +194,15 @@ def test_recommend_profile_offline(artifact: Path, scorer: Any, capsys: pytest.C
     listed = _listed(captured.out)
     assert len(listed) == 5 and captured.out.count("Synthetic Movie") == 5  # titles printed
     assert listed == _expected(scorer, 5, {}, profile)
-    if scorer.info.profile_aware:
+    popular = scorer.items.raw[np.argsort(-scorer.popularity, kind="stable")[:5]].tolist()
+    if cold:
         assert "no cold-start models" not in captured.err
+        assert main([*base, "--profile", "age=70,gender=M,occupation=retired,zip=90210"]) == 0
+        other = _listed(capsys.readouterr().out)
+        assert other == _expected(scorer, 5, {}, {"age": 70, "gender": "M", "occupation": "retired", "zip": "90210"})
+        assert listed != popular or other != popular  # the profile counts
     else:  # profiles accepted, only ratings count: a profile alone gets the most popular movies
         assert "no cold-start models: the profile is ignored" in captured.err
-        popular = scorer.items.raw[np.argsort(-scorer.popularity, kind="stable")[:5]].tolist()
         assert listed == popular
 
     rated = scorer.items.raw[:2].tolist()
@@ -208,7 +213,7 @@ def test_recommend_profile_offline(artifact: Path, scorer: Any, capsys: pytest.C
     assert with_ratings == _expected(scorer, 5, {rated[0]: 5.0, rated[1]: 4.0},
                                      {"age": 25, "gender": "F", "occupation": "student"})  # fmt: skip
     assert not set(rated) & set(with_ratings)  # rated movies are never recommended back
-    if not scorer.info.profile_aware:
+    if not cold:
         assert main([*base, "--ratings", f"{rated[0]}:5,{rated[1]}:4"]) == 0
         assert _listed(capsys.readouterr().out) == with_ratings  # only the ratings count
 
