@@ -180,11 +180,11 @@ class Scorer:
     def with_catalog(self, movies: MovieTable) -> Scorer:
         """A scorer sharing this one's models whose catalog has `movies` applied: ids of the trained catalog
         get their metadata replaced (titles, years, genres: display only, the models are unchanged), other
-        ids become candidates after the trained movies, scored from their metadata. `movies` is the whole
+        ids become candidates after the trained movies (in id order), scored from their metadata. `movies` is the whole
         overlay (every added or updated movie), not a delta: the result does not depend on earlier calls."""
         base = self.items.raw[: self.n_trained]
         trained = IdMap(base)
-        new = movies.without(base) if len(movies) else movies
+        new = MovieTable.empty().merged(movies.without(base)) if len(movies) else movies  # sorted by id
         view = copy.copy(self)
         view.items = trained.extended(new.movie_ids) if len(new) else trained
         view.catalog = Catalog.from_frame(self.artifact.catalog, trained).with_movies(movies, view.items)
