@@ -4,6 +4,8 @@ CSV reading and its refusals, `query`'s argument checks, and the offline `recomm
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,19 @@ def test_catalog_upsert_bad_files(
 def test_catalog_upsert_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["catalog", "upsert", "--target", NOWHERE, "--file", str(tmp_path / "nope.csv")]) == 2
     assert "nope.csv: no such file" in _error_line(capsys)
+
+
+def test_client_commands_need_no_torch(tmp_path: Path) -> None:
+    """`catalog upsert` and `query --profile` run on the base install: with torch blocked they get as far as
+    the (absent) server."""
+    csv = tmp_path / "movies.csv"
+    csv.write_text("movie_id,title\n9,Nine\n")
+    run = "import sys\nsys.modules['torch'] = None\nfrom movierec.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    for argv in (["catalog", "upsert", "--file", str(csv)], ["query", "--profile", "age=30", "--ratings", "1:4"]):
+        proc = subprocess.run([sys.executable, "-c", run, *argv, "--target", NOWHERE, "--timeout", "0.5"],
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "UNAVAILABLE" in proc.stderr or "DEADLINE_EXCEEDED" in proc.stderr, proc.stderr
 
 
 # -- offline recommend for a new user -------------------------------------------------------------------------
