@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -36,10 +37,10 @@ class SlowScorer:
         self.rows_scored.append(inputs.n_rows)
         return self._inner.topk(inputs, k, **kw)
 
-    def predict(self, inputs: Any, targets: Any) -> Any:
+    def predict(self, inputs: Any, targets: Any, **kw: Any) -> Any:
         time.sleep(self.delay)
         self.rows_scored.append(inputs.n_rows)
-        return self._inner.predict(inputs, targets)
+        return self._inner.predict(inputs, targets, **kw)
 
 
 class GatedScorer:
@@ -67,9 +68,9 @@ class GatedScorer:
         self._hold(inputs.n_rows)
         return self._inner.topk(inputs, k, **kw)
 
-    def predict(self, inputs: Any, targets: Any) -> Any:
+    def predict(self, inputs: Any, targets: Any, **kw: Any) -> Any:
         self._hold(inputs.n_rows)
-        return self._inner.predict(inputs, targets)
+        return self._inner.predict(inputs, targets, **kw)
 
 
 class ServerThread:
@@ -107,6 +108,73 @@ class ServerThread:
 
 async def _snapshot(stats: Any) -> Any:
     return dataclasses.replace(stats, batch_sizes=list(stats.batch_sizes))
+
+
+def build_cold_artifact(
+    train: Any, test: Any, catalog: Any, profiles: Any, out: Path, *, seed: int = 0, epochs: int = 3
+) -> Path:
+    """A quick artifact with side-information models, for tests that need several versions (hot swaps): the
+    classic preset trained on `train`, the users' `profiles`, and cold-start models ("cold-rating" /
+    "cold-ranking", hybrid families) with seeded random weights over the feature vocabulary of the profiles
+    and the catalog: scores that depend on the profile and on movie metadata, without training them (the
+    trainer's cold-start fit is tested with `tiny_cold_artifact`)."""
+    import torch
+
+    from movierec.core.artifact import ModelEntry, load_artifact, save_artifact
+    from movierec.core.config import ModelConfig
+    from movierec.core.features import FeatureSchema, MovieTable, Profiles
+    from movierec.core.models import build_model
+    from movierec.trainer.config import get_preset
+    from movierec.trainer.pipeline import run_training
+
+    stage = out.parent / f".{out.name}.classic"
+    run_training(
+        train, test, catalog, get_preset("classic"), stage,
+        overrides={"train": {"epochs": epochs, "batch_size": 16, "lr": 0.01, "device": "cpu", "seed": seed}},
+        dataset="synthetic-tiny-cold", progress=False,
+    )  # fmt: skip
+    art = load_artifact(stage)
+    profiles = profiles[profiles["user"].isin(art.users.raw)].reset_index(drop=True)
+    movies = MovieTable.from_frame(art.catalog.set_index("item").reindex(art.items.raw).reset_index())
+    features = FeatureSchema.build(Profiles.from_frame(profiles), movies, min_word_count=1)
+    gen = torch.Generator().manual_seed(seed)
+    for role, kind in (("cold-rating", "hybrid-rating"), ("cold-ranking", "hybrid-ranking")):
+        extra = {"n_user_features": features.n_user_features, "n_item_features": features.n_item_features, "dim": 16}
+        config = ModelConfig(kind=kind, n_items=len(art.items), hidden=(16,), activation="selu", extra=extra)
+        state = build_model(config).state_dict()
+        for name, value in state.items():
+            if name == "item_features":
+                state[name] = torch.from_numpy(features.encode_items(movies))
+            elif name != "movie_keep":
+                state[name] = torch.randn(value.shape, generator=gen) * 0.5
+        art.models[role] = ModelEntry(config, state)
+    art.profiles = profiles
+    art.features = features
+    save_artifact(art, out)
+    shutil.rmtree(stage, ignore_errors=True)
+    return out
+
+
+@pytest.fixture()
+def server_thread() -> type[ServerThread]:
+    """The ServerThread class, for tests that stop and restart servers themselves (close() each one)."""
+    return ServerThread
+
+
+@pytest.fixture(scope="session")
+def build_cold() -> Any:
+    """`build_cold_artifact`, for tests that write artifacts of their own."""
+    return build_cold_artifact
+
+
+@pytest.fixture(scope="session")
+def cold_scorer(tiny_cold_artifact: Path) -> Any:
+    """The scorer of the shared cold-start artifact (tests/conftest.py: tiny_cold_artifact)."""
+    from movierec.core.scoring import Scorer
+
+    s = Scorer.load(tiny_cold_artifact, device="cpu")
+    s.warmup()
+    return s
 
 
 @pytest.fixture(scope="session")

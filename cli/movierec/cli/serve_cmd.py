@@ -38,6 +38,14 @@ FLAGS: dict[str, tuple[type, str]] = {
     "tls_key": (str, "PEM private key for --tls-cert"),
     "tls_client_ca": (str, "PEM CA bundle: require client certificates signed by it (mutual TLS)"),
     "auth_token_file": (str, "file of bearer tokens, one per line: every call but health needs one"),
+    "max_movies_per_upsert": (int, "most movies in one UpsertMovies call (default 1000)"),
+    "catalog_overlay": (
+        str,
+        "JSON file keeping the movies added or updated with UpsertMovies, rewritten atomically on each call "
+        "(default: beside the served model, never inside an artifact: <artifact>/added-movies.json for a "
+        "folder of versions, else <artifact>.added-movies.json next to the artifact folder); a corrupt file "
+        "stops the server from starting",
+    ),
 }
 # on/off flags (store_true); env MOVIEREC_<NAME>=1 works too
 SWITCHES: dict[str, str] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import time
@@ -115,15 +116,20 @@ async def serve(settings: ServerSettings) -> None:
         from movierec.core.device import configure_threads
 
         configure_threads(settings.torch_threads)
+    # movies added while serving are kept beside the served model (never inside an artifact directory)
+    settings = dataclasses.replace(settings, catalog_overlay=str(settings.overlay_path()))
     manager = ModelManager(settings.artifact, device=settings.device)
     scorer, served = await asyncio.to_thread(manager.load_initial)
-    server = RecommenderServer(scorer, settings)
+    server = RecommenderServer(scorer, settings)  # loads the overlay: OverlayError (ValueError) if unusable
     manager.attach(server.engine)
     port = await server.start()
-    info = scorer.info
+    engine = server.engine
+    if not engine.overlay_file.writable():
+        log.warning("movierec catalog overlay %s: not writable; UpsertMovies will fail", settings.catalog_overlay)
+    info = engine.model.scorer.info
     log.info(
-        "movierec server serving on %s:%d (%s; auth %s): model %s (%s, %d users, %d movies) from %s on %s, "
-        "ready in %.1fs",
+        "movierec server serving on %s:%d (%s; auth %s): model %s (%s, %d users, %d movies, %d of them added "
+        "while serving, kept in %s) from %s on %s, ready in %.1fs",
         settings.host,
         port,
         settings.transport(),
@@ -131,7 +137,9 @@ async def serve(settings: ServerSettings) -> None:
         info.version,
         info.dataset,
         info.n_users,
-        info.n_items,
+        engine.model.n_items,
+        len(engine.overlay.added),
+        settings.catalog_overlay,
         describe_source(settings.artifact, served),
         scorer.device,
         time.perf_counter() - t0,

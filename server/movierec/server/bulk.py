@@ -2,7 +2,8 @@
 
 The users of a run are a contiguous range of dense user indices (all users, shard i of n, or a raw-id range
 mapped with searchsorted on the sorted id map), scored in ascending order, `chunk_users` at a time, through
-the same `Scorer.topk` as Recommend (already-rated movies masked on the device). A cursor is the dense index
+the same `Scorer.topk` as Recommend (already-rated movies masked on the device; movies added while serving
+are candidates, scored for each user with the stored profile as Recommend does). A cursor is the dense index
 of the next user plus the run's range, k and model version, so a resume continues exactly after the last
 chunk the client kept and is refused against another model (FAILED_PRECONDITION) or another run.
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from movierec.server import validation as v
-from movierec.server.engine import Engine, ScorerLike
+from movierec.server.engine import Engine, ScorerLike, known_user_profiles
 from movierec.server.errors import ErrorCode, RequestError, invalid
 from movierec.v1 import bulk_pb2 as bulk
 
@@ -100,7 +101,11 @@ def score_chunk(p: BulkPlan, lo: int, hi: int) -> bulk.ScoreAllChunk:
     """Score dense users [lo, hi) and encode the chunk (vectorized; runs in the worker thread)."""
     scorer = p.scorer
     users = np.arange(lo, hi, dtype=np.int64)
-    items, scores = scorer.topk(scorer.history.rows(users), p.k)
+    profiles = known_user_profiles(scorer, users)  # movies added while serving: scored for each user too
+    if profiles is None:
+        items, scores = scorer.topk(scorer.history.rows(users), p.k)
+    else:
+        items, scores = scorer.topk(scorer.history.rows(users), p.k, profiles=profiles)
     items = np.asarray(items, dtype=np.int64)
     valid = items >= 0
     movie_ids = np.where(valid, scorer.items.raw[np.maximum(items, 0)], -1).astype("<i8", copy=False)

@@ -12,6 +12,7 @@ from typing import Any
 
 ENV_PREFIX = "MOVIEREC_"
 DEFAULT_PORT = 50051
+OVERLAY_FILE = "added-movies.json"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class ServerSettings:
     tls_client_ca: str = ""  # PEM CA bundle: require client certificates signed by it (mutual TLS)
     auth_token_file: str = ""  # one bearer token per line; when set every call but health needs one
     insecure: bool = False  # allow plain text on a non-loopback address
+    # -- catalog changes while serving (UpsertMovies) -------------------------------------------------------
+    max_movies_per_upsert: int = 1000  # movies in one UpsertMovies call
+    # JSON file of the movies added or updated while serving; "" = beside the artifact (`overlay_path`)
+    catalog_overlay: str = ""
 
     def __post_init__(self) -> None:
         checks = {
@@ -58,6 +63,7 @@ class ServerSettings:
             "max_k": self.max_k >= 1,
             "max_concurrent_streams": self.max_concurrent_streams >= 1,
             "watch_interval_s": self.watch_interval_s >= 0,
+            "max_movies_per_upsert": self.max_movies_per_upsert >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -78,6 +84,19 @@ class ServerSettings:
                 f"invalid server settings: refusing plain-text gRPC on non-loopback host {self.host!r}; "
                 "give --tls-cert/--tls-key, bind 127.0.0.1, or pass --insecure to allow it"
             )
+
+    def overlay_path(self) -> Path:
+        """Where the movies added while serving are kept: `catalog_overlay` when set, else beside the served
+        model, never inside an artifact directory (retraining replaces those whole): in a versions folder
+        (`artifact` holds no manifest.json) `<artifact>/added-movies.json`, else the sibling file
+        `<artifact>.added-movies.json`."""
+        if self.catalog_overlay:
+            return Path(self.catalog_overlay)
+        source = self.artifact
+        if source.is_dir() and not (source / "manifest.json").is_file():
+            return source / OVERLAY_FILE
+        served = source.resolve()
+        return served.parent / f"{served.name}.{OVERLAY_FILE}"
 
     @property
     def tls(self) -> bool:

@@ -6,6 +6,8 @@ with the `ScorerLike` interface (`movierec.core.scoring.Scorer` in production, f
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,27 +17,39 @@ import numpy as np
 import numpy.typing as npt
 
 from movierec.core.artifact import RatingScale
+from movierec.core.features import MovieTable, Profiles
 from movierec.core.sparse import Csr, IdMap
 from movierec.server import validation as v
 from movierec.server.batcher import DynamicBatcher
+from movierec.server.catalog_overlay import Overlay, OverlayFile, Rebase
 from movierec.server.config import ServerSettings
-from movierec.server.errors import invalid
+from movierec.server.errors import ErrorCode, RequestError, invalid
 
 if TYPE_CHECKING:  # the scorer (torch) is loaded by the model manager, not at import
     from movierec.core.scoring import ModelInfo
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
+log = logging.getLogger("movierec.server")
+_NO_CHANGE = Rebase(np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def _some(ids: IntArray, n: int = 10) -> str:
+    shown = ", ".join(str(i) for i in ids[:n].tolist())
+    return shown + (f", ... ({ids.size} in all)" if ids.size > n else "")
 
 
 class ScorerLike(Protocol):
     info: ModelInfo
     users: IdMap
-    items: IdMap
+    items: IdMap  # the trained movies (dense indices 0..n_trained-1), then movies added while serving
     catalog: Any
     history: Csr
     device: Any
     rating_scale: RatingScale  # the ratings the model was trained on: requests are validated against it
+    n_trained: int  # movies the models were trained on
+    known_profiles: Profiles  # of the known users, aligned with `users` (not `present`)
+    added: MovieTable  # movies added while serving (columns n_trained..)
 
     def topk(
         self,
@@ -45,9 +59,23 @@ class ScorerLike(Protocol):
         exclude: Csr | None = None,
         include: Csr | None = None,
         include_rows: np.ndarray | None = None,
+        profiles: Profiles | None = None,
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def predict(self, inputs: Csr, targets: Csr) -> np.ndarray: ...
+    def predict(self, inputs: Csr, targets: Csr, *, profiles: Profiles | None = None) -> np.ndarray: ...
+
+    def with_catalog(self, movies: MovieTable) -> ScorerLike: ...
+
+
+def has_added_movies(scorer: ScorerLike) -> bool:
+    """Whether the scorer's catalog holds movies added while serving (columns after the trained ones)."""
+    return len(scorer.items) > scorer.n_trained
+
+
+def known_user_profiles(scorer: ScorerLike, users: IntArray) -> Profiles | None:
+    """What `topk` needs for rows of known users: their profiles when movies were added (the side models
+    score the added movies for them), else nothing (the plain path)."""
+    return scorer.known_profiles.take(users) if has_added_movies(scorer) else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +84,8 @@ class LoadedModel:
 
     A request captures the engine's current LoadedModel when it starts and uses that one to the end
     (validation, scoring, titles, model_version), so a hot swap never mixes two versions in one call.
+    `scorer` is `base` with the catalog overlay applied (movies added or updated while serving; `scorer`
+    is `base` itself when there are none); an upsert or a hot swap rebuilds from a base scorer.
     """
 
     scorer: ScorerLike
@@ -65,20 +95,34 @@ class LoadedModel:
     max_title_bytes: int
     max_movie_id: int
     path: Path | None = None
+    base: ScorerLike | None = None  # None: `scorer` is the base
+    id_order: IntArray | None = None  # dense indices in ascending raw id order (None: already ascending)
 
     @classmethod
-    def of(cls, scorer: ScorerLike, path: Path | None = None) -> LoadedModel:
+    def of(cls, scorer: ScorerLike, path: Path | None = None, *, base: ScorerLike | None = None) -> LoadedModel:
         titles = list(scorer.catalog.titles)
-        n_items = len(scorer.items)
+        raw = scorer.items.raw
+        n_items = len(raw)
+        ascending = n_items < 2 or bool((raw[1:] > raw[:-1]).all())
         return cls(
             scorer=scorer,
             version=str(scorer.info.version),
             n_items=n_items,
             titles=np.array(titles, dtype=object),
             max_title_bytes=max((len(t.encode()) for t in titles), default=0),
-            max_movie_id=int(scorer.items.raw.max()) if n_items else 0,
+            max_movie_id=int(raw.max()) if n_items else 0,
             path=path,
+            base=base if base is not scorer else None,
+            id_order=None if ascending else np.argsort(raw, kind="stable").astype(np.int64),
         )
+
+    @property
+    def base_scorer(self) -> ScorerLike:
+        return self.scorer if self.base is None else self.base
+
+    def movies_by_id(self) -> IntArray:
+        """Every dense index of the catalog, in ascending movie id order."""
+        return np.arange(self.n_items, dtype=np.int64) if self.id_order is None else self.id_order
 
 
 @dataclass(frozen=True)
@@ -96,6 +140,8 @@ class ScoreJob:
     targets: Csr | None = None  # items to predict ratings for, per row
     model: LoadedModel | None = field(default=None, compare=False)  # None = the engine's current model
     users: IntArray | None = None  # dense user indices, when inputs is None
+    # profiles of the `inputs` rows (RatingsQuery.profile), None when no row carries one
+    profiles: Profiles | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if (self.inputs is None) == (self.users is None):
@@ -168,6 +214,26 @@ def job_inputs(scorer: ScorerLike, jobs: Sequence[ScoreJob]) -> Csr:
     )
 
 
+def job_profiles(scorer: ScorerLike, jobs: Sequence[ScoreJob]) -> Profiles | None:
+    """The profiles of all `jobs`' rows, stacked, or None when the scorer needs none: no row carries a
+    profile and the catalog holds no added movies (the plain path stays as cheap as before cold start).
+    Rows of known users get their stored profiles (the side models score added movies for them)."""
+    added = has_added_movies(scorer)
+    if not added and all(j.profiles is None for j in jobs):
+        return None
+    parts = []
+    for j in jobs:
+        if j.users is not None:
+            parts.append(scorer.known_profiles.take(j.users) if added else Profiles.empty(j.rows))
+        else:
+            parts.append(j.profiles if j.profiles is not None else Profiles.empty(j.rows))
+    return parts[0] if len(parts) == 1 else Profiles.concat(parts)
+
+
+def _with_profiles(profiles: Profiles | None) -> dict[str, Profiles]:
+    return {} if profiles is None else {"profiles": profiles}
+
+
 def run_batch(scorer: ScorerLike, jobs: Sequence[ScoreJob]) -> list[ScoreOutput]:
     """One model step for many jobs: one `topk` call (k = the largest k) and at most one `predict` call.
 
@@ -187,7 +253,10 @@ def run_batch(scorer: ScorerLike, jobs: Sequence[ScoreJob]) -> list[ScoreOutput]
         if any(j.include is not None for j in sel):
             include = stack_csr([tiled(j.include, j.rows, n_items) for j in sel], n_items)
             include_rows = np.repeat(np.array([j.include is not None for j in sel]), [j.rows for j in sel])
-        items, scores = scorer.topk(inputs, kmax, exclude=exclude, include=include, include_rows=include_rows)
+        items, scores = scorer.topk(
+            inputs, kmax, exclude=exclude, include=include, include_rows=include_rows,
+            **_with_profiles(job_profiles(scorer, sel)),
+        )  # fmt: skip
         items = np.asarray(items, dtype=np.int64)
         scores = np.asarray(scores, dtype=np.float32)
         valid = items >= 0
@@ -204,7 +273,9 @@ def run_batch(scorer: ScorerLike, jobs: Sequence[ScoreJob]) -> list[ScoreOutput]
         sel = [jobs[i] for i in predicted]
         inputs = job_inputs(scorer, sel)
         targets = stack_csr([j.targets for j in sel if j.targets is not None], n_items)
-        preds = np.asarray(scorer.predict(inputs, targets), dtype=np.float32)
+        preds = np.asarray(
+            scorer.predict(inputs, targets, **_with_profiles(job_profiles(scorer, sel))), dtype=np.float32
+        )
         start = 0
         for i, j in zip(predicted, sel, strict=True):
             assert j.targets is not None
@@ -240,17 +311,33 @@ def run_model_batches(current: LoadedModel, jobs: Sequence[ScoreJob]) -> list[Sc
     return [r for r in out if r is not None]
 
 
+@dataclass(frozen=True)
+class UpsertResult:
+    model: LoadedModel  # serving from now on
+    added: int  # movies new to the catalog
+    updated: int  # movies already in it (trained or added before): metadata replaced
+
+
 class Engine:
     """Validates requests, builds score jobs, submits them to the batcher, maps results back to raw ids.
 
     `model` is the version serving new requests; `swap()` replaces it atomically (one reference assignment
     on the event loop); requests already started finish on the model they captured.
+
+    The catalog overlay (movies added or updated with UpsertMovies, `movierec.server.catalog_overlay`) is
+    loaded from `settings.catalog_overlay` ("" = in memory only) and applied to every model: at start,
+    on each upsert and on each hot swap (`prepare` + `install`). `catalog_lock` serializes those changes.
     """
 
     def __init__(self, scorer: ScorerLike, settings: ServerSettings) -> None:
         self.settings = settings
-        self.model = LoadedModel.of(scorer, Path(settings.artifact) if settings.artifact else None)
         self.swaps = 0
+        self.catalog_lock = asyncio.Lock()
+        self.overlay_file = OverlayFile(settings.catalog_overlay or None)
+        self.overlay = self.overlay_file.load()  # OverlayError (a ValueError naming the file): no start
+        path = Path(settings.artifact) if settings.artifact else None
+        self.model, overlay, change = self.prepare(scorer, path)
+        self._adopt_overlay(overlay, change, self.model)
         self.batcher: DynamicBatcher[ScoreJob, ScoreOutput] = DynamicBatcher(
             lambda jobs: run_model_batches(self.model, jobs),
             max_batch_size=settings.max_batch_size,
@@ -278,6 +365,71 @@ class Engine:
 
     def max_k(self, model: LoadedModel | None = None) -> int:
         return min(self.settings.max_k, (model or self.model).n_items)
+
+    # -- the catalog overlay ------------------------------------------------------------------------------
+    def prepare(self, base: ScorerLike, path: Path | None) -> tuple[LoadedModel, Overlay, Rebase]:
+        """`base` with the current overlay applied (rebased on base's trained catalog), not yet serving.
+        Blocking (builds the scorer view): call it in a worker thread from the event loop."""
+        trained = base.items.raw[: base.n_trained] if len(self.overlay) else np.zeros(0, np.int64)
+        overlay, change = self.overlay.rebased(trained) if len(self.overlay) else (self.overlay, _NO_CHANGE)
+        if not len(overlay):
+            return LoadedModel.of(base, path), overlay, change
+        return LoadedModel.of(base.with_catalog(overlay.movies), path, base=base), overlay, change
+
+    def _adopt_overlay(self, overlay: Overlay, change: Rebase, model: LoadedModel) -> None:
+        """Make `overlay` (from `prepare`) current; rewrite its file when the rebase changed it."""
+        if change.changed:
+            log.info(
+                "movierec catalog overlay: %d added movies superseded by model %s (trained on them: ids %s), "
+                "%d updated movies it was not trained on kept as added movies",
+                change.superseded.size,
+                model.version,
+                _some(change.superseded),
+                change.orphaned.size,
+            )
+            try:
+                self.overlay_file.save(overlay)
+            except OSError as exc:
+                # the file keeps entries the new model supersedes: they are superseded again on the next load
+                log.warning("movierec catalog overlay: cannot rewrite %s (%s)", self.overlay_file.path, exc)
+        self.overlay = overlay
+
+    def install(self, model: LoadedModel, overlay: Overlay, change: Rebase) -> LoadedModel:
+        """Serve `model` (from `prepare`, under `catalog_lock`) with its rebased overlay; returns the old one."""
+        self._adopt_overlay(overlay, change, model)
+        return self.swap(model)
+
+    async def upsert_movies(self, movies: MovieTable) -> UpsertResult:
+        """Add `movies` (validated) to the catalog or replace their metadata; persisted before it serves.
+
+        Shielded: a caller that goes away (cancellation, deadline) does not stop an upsert half-way, so the
+        file and the model serving never disagree."""
+        return await asyncio.shield(self._upsert(movies))
+
+    async def _upsert(self, movies: MovieTable) -> UpsertResult:
+        async with self.catalog_lock:
+            m = self.model
+            base = m.base_scorer
+            known = m.scorer.items.to_index(movies.movie_ids) >= 0
+            overlay = self.overlay.upserted(movies, base.items.raw[: base.n_trained])
+            view = await asyncio.to_thread(base.with_catalog, overlay.movies)
+            new = await asyncio.to_thread(LoadedModel.of, view, m.path, base=base)
+            try:
+                await asyncio.to_thread(self.overlay_file.save, overlay)
+            except OSError as exc:
+                raise RequestError(
+                    ErrorCode.INTERNAL,
+                    f"movies: cannot save the catalog overlay {self.overlay_file.path} "
+                    f"({exc.strerror or exc}); nothing was changed",
+                ) from None
+            self.overlay = overlay
+            self.model = new  # one reference assignment: calls in flight keep the model they captured
+            added = int((~known).sum())
+            log.info(
+                "movierec catalog: %d movies added, %d updated (now %d movies, %d added while serving)",
+                added, movies.movie_ids.size - added, new.n_items, len(overlay.added),
+            )  # fmt: skip
+            return UpsertResult(new, added, int(known.sum()))
 
     def swap(self, model: LoadedModel) -> LoadedModel:
         """Serve `model` from now on; returns the previous one (still used by requests in flight)."""
@@ -356,8 +508,10 @@ class Engine:
         titles: bool = False,
         deadline: float | None = None,
         model: LoadedModel | None = None,
+        profiles: v.ProfileFields | None = None,
     ) -> tuple[TopK | None, FloatArray | None]:
-        """Top-k (when k > 0) and predictions (flat, aligned with predict_ids) for rating vectors."""
+        """Top-k (when k > 0) and predictions (flat, aligned with predict_ids) for rating vectors, each with
+        an optional user profile (`profiles`: the queries' UserProfile fields; None = no query has one)."""
         m = model or self.model
         v.check_count(id_lengths.size, self.settings.max_users_per_call, "queries")
         self._check_k(k, m, allow_zero=True)
@@ -374,6 +528,9 @@ class Engine:
             self._check_size(id_lengths.size, k, titles, m)
         if 9 * predict_ids.size + 64 > self.settings.max_message_bytes:
             raise invalid(f"queries: {predict_ids.size} predict_movie_ids are too many for the message limit")
-        job = ScoreJob(inputs, k, exclude, include, targets, model=m)
+        checked = v.profiles(profiles) if profiles is not None else None
+        if checked is not None and not checked.present.any():
+            checked = None  # profiles with nothing given: scored as without
+        job = ScoreJob(inputs, k, exclude, include, targets, model=m, profiles=checked)
         out = await self.batcher.submit(job, deadline=deadline)
         return (self._topk(out) if k else None), out.predictions

@@ -5,9 +5,11 @@ subdirectories are artifacts (`models/2024-05-01/`, `models/v7/`, ...): the comp
 `manifest.json`; dot-directories, i.e. `save_artifact`'s temp dirs, are ignored) whose manifest was written
 last wins. The manager polls every `watch_interval_s` seconds and reloads at once on SIGHUP
 (`ModelManager.reload`). A candidate is loaded (checksums verified), checked against the model being
-served (same catalog: the same movie ids in the same order, so clients' ids, k limits and cached catalogs
-stay valid) and warmed up in a worker thread while the old model keeps serving; then one reference
-assignment on the event loop makes it current. Calls already running finish on the model they started
+served (its catalog must include every movie served now, movies added while serving included, so the ids
+clients hold stay valid; a retrained catalog may add movies) and warmed up in a worker thread while the old
+model keeps serving; the catalog overlay (movies added or updated with UpsertMovies) is re-applied to it,
+added movies its training now includes being superseded; then one reference assignment on the event loop
+makes it current. Calls already running finish on the model they started
 with (each captured it); every response carries the version that produced it. A refused candidate is
 logged with the reason and not retried until its files change.
 """
@@ -61,12 +63,16 @@ def fingerprint(path: Path) -> Fingerprint | None:
 
 
 def check_compatible(old: LoadedModel, new: LoadedModel) -> None:
-    """Raise ValueError unless `new` can replace `old` without breaking clients."""
+    """Raise ValueError unless `new` can replace `old` without breaking clients: its catalog (trained movies
+    plus the overlay's added ones) must include every movie `old` serves; it may hold more."""
     a, b = old.scorer.items.raw, new.scorer.items.raw
-    if len(a) != len(b):
-        raise ValueError(f"catalog size {len(b)} differs from the served model's {len(a)}")
-    if not np.array_equal(a, b):
-        raise ValueError("catalog movie ids differ from the served model's")
+    missing = a[~np.isin(a, b)]
+    if missing.size:
+        shown = ", ".join(str(i) for i in np.sort(missing)[:5].tolist())
+        raise ValueError(
+            f"catalog size {len(b)} lacks {missing.size} of the {len(a)} movies served now (ids {shown}"
+            f"{', ...' if missing.size > 5 else ''}); a new model must keep every movie clients may use"
+        )
 
 
 def default_loader(device: str) -> Callable[[Path], ScorerLike]:
@@ -129,25 +135,21 @@ class ModelManager:
             if fp is None or fp == self._current or (fp == self._refused and not force):
                 return False
             t0 = time.perf_counter()
+            engine = self.engine
             try:
                 scorer = await asyncio.to_thread(self.loader, path)
-                new = LoadedModel.of(scorer, path)
-                check_compatible(self.engine.model, new)
             except Exception as exc:  # ArtifactError, ValueError, torch errors: refuse, keep serving
-                self._refused = fp
-                self.stats.refused += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "movierec model swap refused: %s: %s; still serving %s",
-                    path,
-                    self.stats.last_error,
-                    self.engine.version,
-                )
-                return False
-            if new.version == self.engine.version:
+                return self._refuse(fp, path, exc)
+            if str(scorer.info.version) == engine.version:
                 self._current = fp  # the same content again: nothing to do
                 return False
-            old = self.engine.swap(new)
+            async with engine.catalog_lock:  # no upsert between applying the overlay and the swap
+                try:
+                    new, overlay, change = await asyncio.to_thread(engine.prepare, scorer, path)
+                    check_compatible(engine.model, new)
+                except Exception as exc:
+                    return self._refuse(fp, path, exc)
+                old = engine.install(new, overlay, change)
             self._current, self._refused = fp, None
             self.stats.swaps += 1
             log.info(
@@ -158,6 +160,16 @@ class ModelManager:
                 time.perf_counter() - t0,
             )
             return True
+
+    def _refuse(self, fp: Fingerprint, path: Path, exc: Exception) -> bool:
+        assert self.engine is not None
+        self._refused = fp
+        self.stats.refused += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "movierec model swap refused: %s: %s; still serving %s", path, self.stats.last_error, self.engine.version
+        )
+        return False
 
     async def _watch(self, interval: float) -> None:
         while True:

@@ -12,6 +12,8 @@ from typing import Any
 import grpc
 import numpy as np
 
+from movierec.core.features import MovieTable
+from movierec.server import validation as v
 from movierec.server.bulk import BulkScorer
 from movierec.server.engine import Engine, TopK
 from movierec.server.errors import ErrorCode, RequestError
@@ -49,6 +51,36 @@ def _lists(
             msg.titles.extend(titles[top.items[r, :n]].tolist())
         out.append(msg)
     return out
+
+
+def _profile_fields(queries: Any) -> v.ProfileFields | None:
+    """The queries' UserProfile fields as arrays (validated by the engine); None when no query has one."""
+    n = len(queries)
+    has = np.fromiter((q.HasField("profile") for q in queries), bool, n)
+    if not has.any():
+        return None
+    profiles = [q.profile for q in queries]
+    return v.ProfileFields(
+        has=has,
+        age=np.fromiter((p.age for p in profiles), np.int64, n),
+        gender=np.array([p.gender for p in profiles], dtype=object),
+        occupation=np.array([p.occupation for p in profiles], dtype=object),
+        zip_code=np.array([p.zip_code for p in profiles], dtype=object),
+    )
+
+
+def _movies(request: pb.UpsertMoviesRequest, limit: int) -> MovieTable:
+    """The request's movies, validated (count, ids, titles, years, genres)."""
+    movies = request.movies
+    n = len(movies)
+    v.check_count(n, limit, "movies")
+    return v.movie_table(
+        np.fromiter((m.movie_id for m in movies), np.int64, n),
+        np.array([m.title for m in movies], dtype=object),
+        np.fromiter((m.year for m in movies), np.int64, n),
+        [list(m.genres) for m in movies],
+        limit,
+    )
 
 
 class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
@@ -103,6 +135,7 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
             titles=request.include_titles,
             deadline=deadline,
             model=m,
+            profiles=_profile_fields(queries),
         )
         results = [pb.RatingsResult() for _ in range(len(queries))]
         if top is not None:
@@ -219,7 +252,8 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelInfoResponse:
-        scorer = self.engine.model.scorer
+        m = self.engine.model  # one consistent snapshot of the model and its catalog
+        scorer = m.scorer
         info = scorer.info
         s = self.engine.settings
         model_types = dict(info.model_types)
@@ -229,7 +263,7 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
             rating_model=str(model_types.get("rating", "")),
             ranking_model=str(model_types.get("ranking", "")),
             n_users=int(info.n_users),
-            n_items=int(info.n_items),
+            n_items=int(m.n_items),
             n_ratings=int(info.n_ratings),
             metrics={str(k): float(v) for k, v in dict(info.metrics).items()},
             created_at=str(info.created_at),
@@ -239,27 +273,34 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
             rating_scale=types.RatingScale(
                 min=scorer.rating_scale.min, max=scorer.rating_scale.max, step=scorer.rating_scale.step
             ),
+            side_information=types.SideInformation(
+                profile_aware=bool(info.profile_aware),
+                metadata_aware=bool(info.metadata_aware),
+                occupations=info.features.values("occupation"),
+                genres=info.features.values("genre"),
+                n_trained_movies=int(scorer.n_trained),
+                n_added_movies=len(scorer.added),
+            ),
         )
         limits = types.ServerLimits(
             max_users_per_call=s.max_users_per_call,
-            max_k=self.engine.max_k(),
+            max_k=self.engine.max_k(m),
             max_message_bytes=s.max_message_bytes,
             max_batch_size=s.max_batch_size,
+            max_movies_per_upsert=s.max_movies_per_upsert,
         )
         return pb.GetModelInfoResponse(model=model, limits=limits)
 
     async def GetMovies(
         self, request: pb.GetMoviesRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetMoviesResponse:
-        from movierec.server import validation as v
-
         m = self.engine.model
         scorer = m.scorer
         try:
             if len(request.movie_ids):
                 idx = v.movies_to_index(_ids(request.movie_ids), scorer.items, "movie_ids", unique=False)
             else:
-                idx = np.arange(m.n_items, dtype=np.int64)
+                idx = m.movies_by_id()  # the whole catalog, added movies included, in ascending id order
         except RequestError as err:
             await self._abort(context, err)
             raise
@@ -271,3 +312,20 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
             for m, i, y in zip(raw, idx.tolist(), years, strict=True)
         ]
         return pb.GetMoviesResponse(model_version=m.version, movies=movies)
+
+    async def UpsertMovies(
+        self, request: pb.UpsertMoviesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertMoviesResponse:
+        """Add movies or update their metadata; they serve (and are persisted) once this returns."""
+        try:
+            movies = _movies(request, self.engine.settings.max_movies_per_upsert)
+            result = await self.engine.upsert_movies(movies)
+        except RequestError as err:
+            await self._abort(context, err)
+            raise
+        return pb.UpsertMoviesResponse(
+            model_version=result.model.version,
+            added=result.added,
+            updated=result.updated,
+            n_movies=result.model.n_items,
+        )
