@@ -25,6 +25,7 @@ from movierec.v1 import types_pb2 as types
 
 SCALE = float(os.environ.get("MOVIEREC_FUZZ_SCALE", "1"))
 TRIED: Counter[str] = Counter()  # generated requests per RPC (reported at the end)
+ACCEPTED: Counter[str] = Counter()  # generated requests that were valid and served
 
 OK = grpc.StatusCode.OK
 DOCUMENTED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
@@ -34,6 +35,7 @@ FIELDS = {
     "Stream": {"user_ids", "k", "exclude_movie_ids", "include_movie_ids", "queries", "query"},
     "GetMovies": {"movie_ids"},
     "ScoreAll": {"k", "shard", "user_range", "chunk_users", "resume_from"},
+    "UpsertMovies": {"movies"},
 }
 HEAD = re.compile(r"^([a-z_]+)[\[\.: ]")
 
@@ -101,18 +103,33 @@ def recommend_requests(draw: Any, users: list[int], movies: list[int], n_items: 
     )
 
 
+I32 = st.one_of(st.sampled_from([0, 1, -1, 2**31 - 1, -(2**31)]), st.integers(-(2**31), 2**31 - 1))
+PROFILES = st.one_of(
+    st.none(),
+    st.builds(
+        types.UserProfile,
+        age=st.one_of(st.sampled_from([0, 1, 25, 120, 121, -1]), I32),
+        gender=st.one_of(st.sampled_from(["", "F", "m", "X", "female", " f "]), st.text(max_size=5)),
+        occupation=st.one_of(st.sampled_from(["", "student", "Astronaut"]), st.text(max_size=120)),
+        zip_code=st.one_of(st.sampled_from(["", "94110", "0" * 16, "0" * 17]), st.text(max_size=20)),
+    ),
+)
+
+
 @st.composite
 def ratings_requests(draw: Any, movies: list[int], n_items: int) -> pb.RecommendForRatingsRequest:
     queries = []
     for _ in range(draw(st.one_of(st.integers(0, 6), st.sampled_from([0, 50, 51])))):
         mids = draw(st.lists(id_strategy(movies), max_size=8))
         n = len(mids) if draw(st.booleans()) else draw(st.integers(0, 8))  # mismatched lengths too
-        queries.append(
-            pb.RatingsQuery(
-                ratings=types.RatingVector(movie_ids=mids, ratings=draw(st.lists(RATING, min_size=n, max_size=n))),
-                predict_movie_ids=draw(st.lists(id_strategy(movies), max_size=6)),
-            )
+        query = pb.RatingsQuery(
+            ratings=types.RatingVector(movie_ids=mids, ratings=draw(st.lists(RATING, min_size=n, max_size=n))),
+            predict_movie_ids=draw(st.lists(id_strategy(movies), max_size=6)),
         )
+        profile = draw(PROFILES)
+        if profile is not None:
+            query.profile.CopyFrom(profile)
+        queries.append(query)
     return pb.RecommendForRatingsRequest(
         queries=queries,
         k=draw(k_strategy(n_items)),
@@ -236,6 +253,46 @@ def test_fuzz_score_all(stub: Any, ids: Any) -> None:
     run()
 
 
+def test_fuzz_upsert_movies(make_server: Any, scorer: Any) -> None:
+    """On a server of its own (an upsert changes the catalog other tests of the session compare against)."""
+    srv = make_server(scorer, max_movies_per_upsert=20)
+    ch = grpc.insecure_channel(srv.target)
+    s = pb_grpc.RecommenderServiceStub(ch)
+    trained = scorer.items.raw.tolist()
+    ids = st.one_of(st.sampled_from(trained), st.integers(100_000, 100_050), id_strategy([1]))
+    movie = st.builds(
+        types.Movie,
+        movie_id=ids,
+        title=st.one_of(st.sampled_from(["", " ", "A Film", "x" * 1001]), st.text(max_size=40)),
+        year=st.one_of(st.sampled_from([0, 1869, 1870, 2100, 2101]), I32),
+        genres=st.lists(st.one_of(st.sampled_from(["Comedy", "Unheard-of", ""]), st.text(max_size=10)), max_size=4),
+    )
+
+    @fuzz_settings(80)
+    @given(st.lists(movie, max_size=22))
+    def run(movies: list[types.Movie]) -> None:
+        TRIED["UpsertMovies"] += 1
+        before = len(s.GetMovies(pb.GetMoviesRequest(), timeout=30).movies)
+        code, details, resp = call(s.UpsertMovies, pb.UpsertMoviesRequest(movies=movies))
+        check_status(code, details, "UpsertMovies")
+        catalog = s.GetMovies(pb.GetMoviesRequest(), timeout=30).movies
+        if code != OK:
+            assert len(catalog) == before  # a refused call changes nothing
+            return
+        ACCEPTED["UpsertMovies"] += 1
+        assert resp.added + resp.updated == len(movies) and resp.n_movies == len(catalog) == before + resp.added
+        got = s.GetMovies(pb.GetMoviesRequest(movie_ids=[m.movie_id for m in movies]), timeout=30).movies
+        assert [g.title for g in got] == [m.title.strip() for m in movies]
+        ids_now = [m.movie_id for m in catalog]
+        assert ids_now == sorted(ids_now)
+
+    run()
+    assert ACCEPTED["UpsertMovies"] >= 1 or SCALE < 1  # some generated upserts were valid and applied
+    user = int(scorer.users.raw[0])
+    assert len(s.Recommend(pb.RecommendRequest(user_ids=[user], k=5), timeout=30).recommendations[0].movie_ids) == 5
+    ch.close()
+
+
 def test_raw_bytes_are_refused_cleanly(server: Any, stub: Any) -> None:
     """Bytes that are not a protobuf message: INVALID_ARGUMENT naming `request`, for unary and streams."""
     ch = grpc.insecure_channel(server.target)
@@ -245,7 +302,9 @@ def test_raw_bytes_are_refused_cleanly(server: Any, stub: Any) -> None:
     score_all = ch.unary_stream("/movierec.v1.RecommenderService/ScoreAll")
     garbage = [b"\xff\xff\xff\xff", b"\x0a\xff", b"\x12\x05abc", b"\x08" + b"\xff" * 11, b"\x07"]
 
-    for m, fn in unary.items():
+    # none of these parses, so UpsertMovies is safe to try on the shared server (a random message could add)
+    unary_all = {**unary, "UpsertMovies": ch.unary_unary("/movierec.v1.RecommenderService/UpsertMovies")}
+    for m, fn in unary_all.items():
         for data in garbage:
             TRIED["raw bytes"] += 1
             code, details, _ = call(fn, data)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from movierec.core.artifact import RatingScale
+from movierec.core.features import MovieTable
 from movierec.core.sparse import IdMap
 from movierec.server import validation as v
 from movierec.server.config import ServerSettings
@@ -103,3 +106,103 @@ def test_settings_flags_env_defaults() -> None:
         ServerSettings(max_batch_size=0)
     with pytest.raises(ValueError, match="device"):
         ServerSettings(device="tpu")
+
+
+# -- cold start: profiles and movies ---------------------------------------------------------------------------
+
+
+def fields(*profiles: tuple[int, str, str, str] | None) -> v.ProfileFields:
+    """ProfileFields of queries given as (age, gender, occupation, zip_code), None = no profile field."""
+    rows = [p or (0, "", "", "") for p in profiles]
+    return v.ProfileFields(
+        has=np.array([p is not None for p in profiles]),
+        age=np.array([r[0] for r in rows], dtype=np.int64),
+        gender=np.array([r[1] for r in rows], dtype=object),
+        occupation=np.array([r[2] for r in rows], dtype=object),
+        zip_code=np.array([r[3] for r in rows], dtype=object),
+    )
+
+
+def test_profiles_are_normalized_and_marked_present() -> None:
+    p = v.profiles(fields((25, "f", " Student ", "94110"), None, (0, "", "", ""), (120, "M", "astronaut", ""), (1, "", "", "")))
+    assert p is not None
+    assert p.present.tolist() == [True, False, False, True, True]  # set with nothing given = not present
+    assert p.gender.tolist() == ["F", "", "", "M", ""] and p.occupation.tolist() == ["student", "", "", "astronaut", ""]
+    assert p.age.tolist() == [25, 0, 0, 120, 1] and p.zip.tolist() == ["94110", "", "", "", ""]
+    assert v.profiles(fields(None, None)) is None  # no query has one: nothing to build
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ((130, "", "", ""), "queries[2].profile.age: 130 is out of range; allowed 1..120, or 0 for not given"),
+        ((-1, "", "", ""), "queries[2].profile.age: -1 is out of range"),
+        ((30, "X", "", ""), "queries[2].profile.gender: 'X' is not a gender code; allowed \"F\" or \"M\" (case-insensitive)"),
+        ((30, "female", "", ""), "queries[2].profile.gender: 'female' is not a gender code"),
+        ((30, "F", "", "1" * 17), "queries[2].profile.zip_code: 17 characters; at most 16"),
+        ((30, "F", "x" * 101, ""), "queries[2].profile.occupation: 101 characters; at most 100"),
+    ],
+)
+def test_bad_profiles(bad: tuple[int, str, str, str], message: str) -> None:
+    e = err(v.profiles, fields((20, "M", "", ""), None, bad, bad))  # the first offending query is named
+    assert e.code == ErrorCode.INVALID_ARGUMENT and e.message.startswith(message), e.message
+
+
+def test_profile_edge_values_are_accepted() -> None:
+    p = v.profiles(fields((1, "m", "", "1" * 16), (120, "F", "someone the model never saw", "")))
+    assert p is not None and p.present.all()
+
+
+def movies(*rows: tuple[int, str, int, list[str]], limit: int = 10) -> MovieTable:
+    return v.movie_table(
+        np.array([r[0] for r in rows], dtype=np.int64),
+        np.array([r[1] for r in rows], dtype=object),
+        np.array([r[2] for r in rows], dtype=np.int64),
+        [r[3] for r in rows],
+        limit,
+    )
+
+
+def test_movie_table_cleans_titles_and_genres() -> None:
+    t = movies((7, "  Film  ", 0, [" Drama ", "", "Unheard-of genre"]), (3, "Other", 1870, []), (9, "Last", 2100, ["Comedy"]))
+    assert t.movie_ids.tolist() == [7, 3, 9] and t.titles == ["Film", "Other", "Last"]
+    assert t.years.tolist() == [0, 1870, 2100] and t.genres == [["Drama", "Unheard-of genre"], [], ["Comedy"]]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ((), "movies: empty request; give between 1 and 3 entries"),
+        (((1, "a", 0, []),) * 4, "movies: 4 entries in one call; the limit is 3"),
+        (((1, "a", 0, []), (0, "b", 0, [])), "movies[1].movie_id: 0; a movie id must be > 0"),
+        (((-9, "a", 0, []),), "movies[0].movie_id: -9; a movie id must be > 0"),
+        (((5, "a", 0, []), (6, "b", 0, []), (5, "c", 0, [])), "movies[2].movie_id: duplicate movie id 5 (also movies[0])"),
+        (((5, "a", 0, []), (6, "", 0, [])), "movies[1].title: empty; give the movie's title"),
+        (((5, " \t ", 0, []),), "movies[0].title: empty"),
+        (((5, "t" * 1001, 0, []),), "movies[0].title: 1001 characters; at most 1000"),
+        (((5, "a", 1869, []),), "movies[0].year: 1869 is out of range; allowed 1870..2100, or 0 for unknown"),
+        (((5, "a", 2101, []),), "movies[0].year: 2101 is out of range"),
+        (((5, "a", -1, []),), "movies[0].year: -1 is out of range"),
+        (((5, "a", 0, ["g"] * 33),), "movies[0].genres: 33 genres; at most 32"),
+        (((5, "a", 0, ["ok"]), (6, "b", 0, ["ok", "g" * 101])), "movies[1].genres[1]: 101 characters; at most 100"),
+    ],
+)
+def test_bad_movies(rows: tuple[tuple[int, str, int, list[str]], ...], message: str) -> None:
+    e = err(movies, *rows, limit=3)
+    assert e.code == ErrorCode.INVALID_ARGUMENT and e.message.startswith(message), e.message
+
+
+def test_upsert_settings_and_where_the_overlay_lives(tmp_path: Path) -> None:
+    assert ServerSettings().max_movies_per_upsert == 1000
+    assert ServerSettings.from_sources({}, {"MOVIEREC_MAX_MOVIES_PER_UPSERT": "5"}).max_movies_per_upsert == 5
+    with pytest.raises(ValueError, match="max_movies_per_upsert"):
+        ServerSettings(max_movies_per_upsert=0)
+    art = tmp_path / "artifacts" / "ml-100k-u1"
+    art.mkdir(parents=True)
+    (art / "manifest.json").write_text("{}")
+    # one artifact: a sibling file, never inside the artifact directory (retraining replaces it whole)
+    assert ServerSettings(artifact=art).overlay_path() == tmp_path / "artifacts" / "ml-100k-u1.added-movies.json"
+    versions = tmp_path / "models"
+    versions.mkdir()
+    assert ServerSettings(artifact=versions).overlay_path() == versions / "added-movies.json"  # beside the versions
+    assert ServerSettings(artifact=art, catalog_overlay="/x/y.json").overlay_path() == Path("/x/y.json")
