@@ -32,4 +32,9 @@ def test_fetch_train_serve_query(tmp_path: Path) -> None:
     assert "top 5 for user 1" in out and "top 5 for user 2" in out
     assert "new user who rated Star Wars (1977)=5" in out
     assert out.count(". ") >= 15  # three ranked lists of five
+    # cold start: profile-only users and a movie added while serving (a classic artifact has no cold-start
+    # models, so it says so and still answers: popularity for profiles, the new movie as a candidate)
+    assert "top 5 for a brand-new user who only says: a 17-year-old student (F)" in out
+    assert "this model has no cold-start models" in out
+    assert "1 added, catalog now" in out and "Toy Story 4 (2019)" in out
     assert "server stopped (exit status 0)" in demo.stderr

@@ -122,8 +122,8 @@ def _cold_start(client: Any, k: int, fan_ratings: dict[int, float], info: Any) -
     if side is None or not side.profile_aware:
         print("\n(this model has no cold-start models: profiles are ignored and new movies rank last; "
               "train the default preset for them)")
-    for who, profile in PROFILES.items():
-        rec = client.recommend_for_ratings({}, k=k, profile=profile, titles=True)[0]
+    for who, said in PROFILES.items():
+        rec = client.recommend_for_ratings({}, k=k, profile=said, titles=True)[0]
         _print_list(f"top {k} for a brand-new user who only says: {who}", rec.movie_ids.tolist(),
                     rec.scores.tolist(), list(rec.titles or ()))
     new_id = int(client.movies().movie_ids.max()) + 1
@@ -131,7 +131,7 @@ def _cold_start(client: Any, k: int, fan_ratings: dict[int, float], info: Any) -
     print(f"\nadded movie {new_id} \"{NEW_MOVIE['title']}\" ({', '.join(NEW_MOVIE['genres'])}) while serving: "
           f"{result.added} added, catalog now {result.n_movies} movies")
     n = min(int(result.n_movies), int(info.limits.max_k))
-    users = {
+    users: dict[str, tuple[dict[int, float], dict[str, Any] | None]] = {
         "the Star Wars / Toy Story fan above": (fan_ratings, None),
         "a brand-new 10-year-old student": ({}, {"age": 10, "occupation": "student"}),
         "a 10-year-old who loves animated films": (_animation(client), {"age": 10, "occupation": "student"}),
