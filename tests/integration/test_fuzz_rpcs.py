@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from movierec.v1 import bulk_pb2 as bulk
@@ -270,6 +270,8 @@ def test_fuzz_upsert_movies(make_server: Any, scorer: Any) -> None:
 
     @fuzz_settings(80)
     @given(st.lists(movie, max_size=22))
+    @example([types.Movie(movie_id=100_000, title=" A Film ", year=1999, genres=["Comedy", "Unheard-of"])])
+    @example([types.Movie(movie_id=trained[0], title="Renamed", year=0)])
     def run(movies: list[types.Movie]) -> None:
         TRIED["UpsertMovies"] += 1
         before = len(s.GetMovies(pb.GetMoviesRequest(), timeout=30).movies)
@@ -287,7 +289,7 @@ def test_fuzz_upsert_movies(make_server: Any, scorer: Any) -> None:
         assert ids_now == sorted(ids_now)
 
     run()
-    assert ACCEPTED["UpsertMovies"] >= 1 or SCALE < 1  # some generated upserts were valid and applied
+    assert ACCEPTED["UpsertMovies"] >= 2  # the valid examples at least were applied
     user = int(scorer.users.raw[0])
     assert len(s.Recommend(pb.RecommendRequest(user_ids=[user], k=5), timeout=30).recommendations[0].movie_ids) == 5
     ch.close()
