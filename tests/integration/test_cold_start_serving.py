@@ -510,10 +510,14 @@ def test_a_model_that_drops_a_served_movie_is_refused(
     srv = make_server(cold_scorer, artifact=versions)
     manager = ModelManager(versions, device="cpu")
     manager.attach(srv.server.engine)
+    stub = stubs(srv)
+    dropped = int(cold_scorer.items.raw[-1])
+    stub.UpsertMovies(pb.UpsertMoviesRequest(movies=[movie(dropped, "Renamed"), movie(NEW_ID, "Added")]), timeout=60)
     train, test, catalog = tiny_ratings
-    keep = train["item"] != int(cold_scorer.items.raw[-1])
-    smaller = build_cold(train[keep], test, catalog, tiny_profiles, tmp_path / "smaller")
+    smaller = build_cold(train[train["item"] != dropped], test, catalog, tiny_profiles, tmp_path / "smaller")
     publish(smaller, versions, "v2")
     assert srv.run(manager.reload()).result(120) is False
-    assert "lacks 1 of the" in manager.stats.last_error, manager.stats.last_error
-    assert stubs(srv).GetModelInfo(pb.GetModelInfoRequest(), timeout=30).model.version == cold_scorer.info.version
+    # a trained movie may not fall back to metadata alone, even one whose metadata was updated
+    assert f"lacks 1 of the {cold_scorer.n_trained + 1} movies served now (ids {dropped})" in manager.stats.last_error
+    info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30).model
+    assert info.version == cold_scorer.info.version and info.n_items == cold_scorer.n_trained + 1

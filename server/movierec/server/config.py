@@ -46,7 +46,8 @@ class ServerSettings:
     insecure: bool = False  # allow plain text on a non-loopback address
     # -- catalog changes while serving (UpsertMovies) -------------------------------------------------------
     max_movies_per_upsert: int = 1000  # movies in one UpsertMovies call
-    # JSON file of the movies added or updated while serving; "" = beside the artifact (`overlay_path`)
+    # JSON file of the movies added or updated while serving. `serve` turns "" into the default beside the
+    # artifact (`overlay_path`); an Engine built directly with "" (tests, embedding) keeps them in memory only.
     catalog_overlay: str = ""
 
     def __post_init__(self) -> None:

@@ -376,27 +376,37 @@ class Engine:
             return LoadedModel.of(base, path), overlay, change
         return LoadedModel.of(base.with_catalog(overlay.movies), path, base=base), overlay, change
 
+    def _log_rebase(self, change: Rebase, model: LoadedModel) -> None:
+        log.info(
+            "movierec catalog overlay: %d added movies superseded by model %s (trained on them: ids %s), "
+            "%d updated movies it was not trained on kept as added movies",
+            change.superseded.size,
+            model.version,
+            _some(change.superseded),
+            change.orphaned.size,
+        )
+
+    def _save_rebased(self, overlay: Overlay) -> None:
+        try:
+            self.overlay_file.save(overlay)
+        except OSError as exc:
+            # the file keeps entries the new model supersedes: they are superseded again on the next load
+            log.warning("movierec catalog overlay: cannot rewrite %s (%s)", self.overlay_file.path, exc)
+
     def _adopt_overlay(self, overlay: Overlay, change: Rebase, model: LoadedModel) -> None:
-        """Make `overlay` (from `prepare`) current; rewrite its file when the rebase changed it."""
+        """At start: make `overlay` (from `prepare`) current; rewrite its file when the rebase changed it."""
         if change.changed:
-            log.info(
-                "movierec catalog overlay: %d added movies superseded by model %s (trained on them: ids %s), "
-                "%d updated movies it was not trained on kept as added movies",
-                change.superseded.size,
-                model.version,
-                _some(change.superseded),
-                change.orphaned.size,
-            )
-            try:
-                self.overlay_file.save(overlay)
-            except OSError as exc:
-                # the file keeps entries the new model supersedes: they are superseded again on the next load
-                log.warning("movierec catalog overlay: cannot rewrite %s (%s)", self.overlay_file.path, exc)
+            self._log_rebase(change, model)
+            self._save_rebased(overlay)
         self.overlay = overlay
 
-    def install(self, model: LoadedModel, overlay: Overlay, change: Rebase) -> LoadedModel:
-        """Serve `model` (from `prepare`, under `catalog_lock`) with its rebased overlay; returns the old one."""
-        self._adopt_overlay(overlay, change, model)
+    async def install(self, model: LoadedModel, overlay: Overlay, change: Rebase) -> LoadedModel:
+        """Serve `model` (from `prepare`, under `catalog_lock`) with its rebased overlay, rewriting the overlay
+        file (in a worker thread) when the rebase changed it; returns the model served before."""
+        if change.changed:
+            self._log_rebase(change, model)
+            await asyncio.to_thread(self._save_rebased, overlay)
+        self.overlay = overlay
         return self.swap(model)
 
     async def upsert_movies(self, movies: MovieTable) -> UpsertResult:

@@ -63,14 +63,18 @@ def fingerprint(path: Path) -> Fingerprint | None:
 
 
 def check_compatible(old: LoadedModel, new: LoadedModel) -> None:
-    """Raise ValueError unless `new` can replace `old` without breaking clients: its catalog (trained movies
-    plus the overlay's added ones) must include every movie `old` serves; it may hold more."""
+    """Raise ValueError unless `new` can replace `old` without breaking clients: its catalog must include every
+    movie `old` serves (trained ones among its trained movies; added ones trained or still added) and may
+    hold more, so every id clients hold stays valid and no trained movie silently loses its model column."""
     a, b = old.scorer.items.raw, new.scorer.items.raw
-    missing = a[~np.isin(a, b)]
+    old_base, new_base = old.base_scorer, new.base_scorer
+    old_trained = old_base.items.raw[: old_base.n_trained]
+    new_trained = new_base.items.raw[: new_base.n_trained]
+    missing = np.union1d(a[~np.isin(a, b)], old_trained[~np.isin(old_trained, new_trained)])
     if missing.size:
-        shown = ", ".join(str(i) for i in np.sort(missing)[:5].tolist())
+        shown = ", ".join(str(i) for i in missing[:5].tolist())
         raise ValueError(
-            f"catalog size {len(b)} lacks {missing.size} of the {len(a)} movies served now (ids {shown}"
+            f"catalog size {len(new_trained)} lacks {missing.size} of the {len(a)} movies served now (ids {shown}"
             f"{', ...' if missing.size > 5 else ''}); a new model must keep every movie clients may use"
         )
 
@@ -149,7 +153,7 @@ class ModelManager:
                     check_compatible(engine.model, new)
                 except Exception as exc:
                     return self._refuse(fp, path, exc)
-                old = engine.install(new, overlay, change)
+                old = await engine.install(new, overlay, change)
             self._current, self._refused = fp, None
             self.stats.swaps += 1
             log.info(
