@@ -8,7 +8,7 @@ from movierec.cli import build_parser
 from movierec.cli.train_cmd import _forwarded_args
 
 EVERY_FLAG = [
-    "--train", "tr.data", "--test", "te.data", "--catalog", "movies.csv", "--dataset", "ml-100k",
+    "--train", "tr.data", "--test", "te.data", "--catalog", "movies.csv", "--users", "u.user", "--dataset", "ml-100k",
     "--split", "u2", "--data-dir", "somewhere", "--out", "art", "--preset", "dae", "--config", "c.json",
     "--epochs", "7", "--batch-size", "9", "--lr", "0.0003", "--seed", "4", "--device", "cpu",
     "--checkpoint-dir", "ck", "--threads", "1", "--quiet", "--json", "--resume",

@@ -474,8 +474,9 @@ class UpsertMoviesRequest(_message.Message):
     @_builtins.property
     def movies(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Movie]:
         """1..ServerLimits.max_movies_per_upsert movies, ids unique within the call. movie_id > 0; title
-        non-empty; year 1870..2100, or 0 = unknown; genres as the model's vocabulary (others are ignored by
-        the model but kept for display).
+        non-empty after trimming, at most 1000 characters; year 1870..2100, or 0 = unknown; at most 32 genres
+        of at most 100 characters each, named as in the model's vocabulary (ModelInfo.side_information.genres;
+        others are ignored by the model but kept for display).
         """
 
     def __init__(

@@ -198,7 +198,8 @@ class UserProfile(_message.Message):
     """"F" or "M" (MovieLens' codes, case-insensitive); "" = not given. Any other code is INVALID_ARGUMENT."""
     occupation: _builtins.str
     """Occupation as in the data set, for example "student", "engineer" (ml-100k) or a ml-1m occupation
-    name; case-insensitive; "" = not given. One the model never saw is accepted and treated as unknown.
+    name; case-insensitive; "" = not given; at most 100 characters. One the model never saw is accepted and
+    treated as unknown.
     """
     zip_code: _builtins.str
     """Postal code; its first character, when a digit, is the region the model uses (US ZIP regions);
