@@ -187,10 +187,6 @@ MOVIE_KEYS: dict[str, str] = {"movie_id": "movie_id", "movieId": "movie_id", "it
                               "title": "title", "year": "year", "genres": "genres"}  # fmt: skip
 
 
-def _is_frame(value: Any) -> bool:
-    return hasattr(value, "columns") and hasattr(value, "to_dict") and hasattr(value, "itertuples")
-
-
 def _integer(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer, float, np.floating)):
         raise TypeError(f"{what} must be an integer, got {value!r}")
@@ -244,8 +240,10 @@ def movie(entry: Mapping[str, Any], position: int = 0) -> types.Movie:
 
 def movie_list(movies: MoviesLike) -> list[types.Movie]:
     """Movie messages from a list of mappings or a pandas DataFrame (columns as the mapping keys)."""
-    if _is_frame(movies):
-        frame: Any = movies
+    import pandas as pd  # a base dependency; imported here, as in _results, to keep `import movierec.client` light
+
+    if isinstance(movies, pd.DataFrame):
+        frame = movies
         unknown = [str(col) for col in frame.columns if col not in MOVIE_KEYS]
         if unknown:
             raise ValueError(f"movies: unknown column(s) {', '.join(map(repr, unknown))}; expected movie_id "
