@@ -1,5 +1,8 @@
 """`movierec report`: train every preset on ml-100k u1 (optionally all five folds and a time split) and write
 reports/results.md, results.png and results.json. EASE and most-popular are computed in the same run.
+
+`movierec report --cold-start`: the cold-start report instead (users and movies held out of training, scored
+through the serving path, with baselines): cold-start.json and cold-start.png in --out, the markdown in --doc.
 """
 
 from __future__ import annotations
@@ -22,10 +25,47 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--time-split", action="store_true", help="also run a time split (latest 20%% as test)")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda (default: cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--cold-start", action="store_true",
+        help="the cold-start report instead: held-out users (profile + 0..10 ratings) and movies (added by "
+        "metadata), with baselines; writes cold-start.json/.png to --out and the markdown to --doc",
+    )  # fmt: skip
+    parser.add_argument(
+        "--doc", type=Path, default=None,
+        help="with --cold-start: where the markdown goes (default: <out>/cold-start.md)",
+    )  # fmt: skip
     parser.set_defaults(handler=_report)
 
 
+def _cold_start(args: argparse.Namespace) -> int:
+    from movierec.trainer.coldstart_report import run_coldstart_report
+    from movierec.trainer.config import PRESETS, get_preset
+
+    if args.all_folds or args.time_split:
+        raise CliError("--cold-start runs its own splits; drop --all-folds / --time-split")
+    presets = list(args.presets or ["best"])
+    if len(presets) != 1 or presets[0] not in PRESETS:
+        raise CliError(f"--cold-start takes one preset with side models (default best); choose from: {', '.join(PRESETS)}")
+    if not get_preset(presets[0]).side_models:
+        raise CliError(f"preset {presets[0]!r} trains no cold-start models; use best")
+    doc = args.doc or args.out / "cold-start.md"
+    command = f"movierec report --cold-start --data-dir {args.data_dir} --out {args.out} --doc {doc}"
+    if args.threads:
+        command += f" --threads {args.threads}"
+    try:
+        run_coldstart_report(args.data_dir, args.out, doc=doc, preset=presets[0], device=args.device,
+                             threads=args.threads, command=command)  # fmt: skip
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    print(doc)
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
+    if args.cold_start:
+        return _cold_start(args)
+    if args.doc is not None:
+        raise CliError("--doc goes with --cold-start")
     from movierec.trainer.config import PRESETS
     from movierec.trainer.report import TIME_SPLIT, run_report
 
