@@ -249,7 +249,7 @@ ENSEMBLE = Preset(
 
 # Cold start (README, "Cold start"): hybrid autoencoders that read user profiles and movie metadata besides
 # ratings, trained DropoutNet-style (movierec.trainer.fit.side); model selection on cold validation users.
-SIDE_TRAIN = TrainConfig(epochs=200, batch_size=128, optimizer="adam", lr=1e-3, patience=10)
+SIDE_TRAIN = TrainConfig(epochs=200, batch_size=128, optimizer="adam", lr=1e-3, patience=30)
 COLD_RATING = ModelConfig(kind="hybrid-rating", hidden=(128,), activation="tanh", extra={"dim": 64, "count_prior": 30.0})
 COLD_RANKING = ModelConfig(
     kind="hybrid-ranking", hidden=(128,), activation="tanh", extra={"dim": 64, "count_prior": 30.0, "like_threshold": 4.0}
