@@ -9,7 +9,7 @@ ARTIFACT ?= artifacts/ml-100k-u1
 PORT ?= 50051
 PIP_INSTALL := $(PIP) install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: help install demo test soak lint typecheck proto proto-check serve bench report gpu-check clean
+.PHONY: help install demo test soak lint typecheck proto proto-check serve bench report report-cold-start gpu-check clean
 
 help:
 	@echo "make demo   - install, fetch ml-100k, train if needed, serve, query over gRPC"
@@ -17,6 +17,7 @@ help:
 	@echo "make serve  - serve the default artifact in the foreground"
 	@echo "make bench  - benchmarks (prints figures, writes bench/results/)"
 	@echo "make report - train every preset on u1 and write the results table and plot"
+	@echo "make report-cold-start - new users and new movies vs baselines (docs/cold-start.md)"
 	@echo "make lint   - ruff, mypy and the import-linter layer contracts"
 	@echo "make proto  - regenerate the generated stubs in protos/movierec/v1"
 
@@ -66,6 +67,10 @@ bench: install
 
 report: install
 	$(VENV)/bin/movierec report --data-dir $(DATA) --out reports
+
+# Cold start: held-out users (profile + first ratings) and held-out movies (metadata only), with baselines.
+report-cold-start: install | $(DATA)/ml-100k/u.data
+	$(VENV)/bin/movierec report --cold-start --data-dir $(DATA) --out reports --doc docs/cold-start.md --threads 1
 
 gpu-check: install
 	PY=$(PY) bench/gpu_check.sh
