@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -55,28 +56,70 @@ class EaseSolver(Solver):
         assert isinstance(model, EASE)
         dev = model.weights.device
         n = model.config.n_items
-        r, c, v = train.to_coo()
-        rt, ct = torch.from_numpy(r).to(dev), torch.from_numpy(c).to(dev)
-        x = torch.zeros(train.n_rows, n, dtype=torch.float64, device=dev)
-        x[rt, ct] = 1.0
-        gram = x.T @ x
+        cols = np.arange(n)
+        if 0 < model.max_items < n:  # pruned: the max_items most rated movies (ties: the lower index)
+            counts = np.bincount(train.indices, minlength=n).astype(np.float64)
+            cols = np.sort(np.argsort(-counts, kind="stable")[: model.max_items])
+            model.set_kept(torch.from_numpy(cols), torch.from_numpy(counts / (counts.max() + 1.0)))
+            train = select_columns(train, cols)
+        k = cols.size
+        liked = train.values >= model.like_threshold
+        if model.target == "graded":  # 1 at the threshold, one more per star above it
+            y_values = np.where(liked, train.values - model.like_threshold + 1, 0.0)
+        else:
+            y_values = liked.astype(np.float64)
+        gram = gram_columns(train, np.ones(train.nnz), np.ones(train.nnz), dev)
         gram.diagonal().add_(model.l2)
         p = torch.linalg.inv(gram)
+        del gram
         if model.target in ("liked", "graded"):
-            y = torch.zeros_like(x)
-            keep = torch.from_numpy(v >= model.like_threshold).to(dev)
-            if model.target == "liked":
-                y[rt[keep], ct[keep]] = 1.0
-            else:  # graded: 1 at the threshold, one more per star above it
-                y[rt[keep], ct[keep]] = torch.from_numpy(
-                    v[v >= model.like_threshold] - model.like_threshold + 1
-                ).to(dev, torch.float64)
-            cmat = p @ (x.T @ y)
+            cmat = p @ gram_columns(train, np.ones(train.nnz), y_values, dev)
         else:
-            cmat = torch.eye(n, dtype=torch.float64, device=dev) - p * model.l2  # P X'X = I - l2 P
-        b = cmat - p * (torch.diagonal(cmat) / torch.diagonal(p))[None, :]
-        b.fill_diagonal_(0.0)
-        model.weights.copy_(b.float())
+            cmat = p * -model.l2  # P X'X = I - l2 P
+            cmat.diagonal().add_(1.0)
+        cmat.addcmul_(p, (torch.diagonal(cmat) / torch.diagonal(p))[None, :], value=-1.0)
+        del p
+        cmat.fill_diagonal_(0.0)
+        assert cmat.shape == (k, k)
+        model.weights.copy_(cmat.float())
+
+
+def select_columns(m: Csr, cols: np.ndarray) -> Csr:
+    """The columns `cols` (sorted) of `m`, renumbered 0..len(cols)-1; rows kept."""
+    pos = np.full(m.n_cols, -1, dtype=np.int64)
+    pos[cols] = np.arange(cols.size)
+    r, c, v = m.to_coo()
+    keep = pos[c] >= 0
+    return Csr.from_coo(r[keep], pos[c[keep]], v[keep], m.n_rows, cols.size)
+
+
+GRAM_CHUNK = 256  # columns of the right factor densified at a time (users x 256 float64)
+
+
+def gram_columns(m: Csr, left: np.ndarray, right: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A' B in float64, where A and B have the sparsity pattern of `m` (users x movies) with values `left`
+    and `right` (in `m`'s storage order): a sparse product with `GRAM_CHUNK` dense columns of B at a time,
+    so nothing users x movies is ever dense. Integer-valued entries are summed exactly."""
+    n = m.n_cols
+    t = Csr(m.indptr, m.indices, right.astype(np.float32), n).transpose()  # movies x users, B's rows
+    r, c, _ = m.to_coo()
+    a_t = _csr_tensor(c, r, left, (n, m.n_rows), device)  # A' as a sparse CSR tensor
+    out = torch.empty(n, n, dtype=torch.float64, device=device)
+    for s in range(0, n, GRAM_CHUNK):
+        rows = np.arange(s, min(s + GRAM_CHUNK, n))
+        b = torch.zeros(rows.size, m.n_rows, dtype=torch.float64, device=device)
+        rr, cc, vv = t.rows(rows).to_coo()
+        b[torch.from_numpy(rr).to(device), torch.from_numpy(cc).to(device)] = torch.from_numpy(vv).to(device, torch.float64)
+        out[:, s : s + rows.size] = a_t @ b.T
+    return out
+
+
+def _csr_tensor(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int], device: torch.device) -> torch.Tensor:
+    index = torch.from_numpy(np.vstack([rows, cols]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch flags sparse CSR as beta
+        coo = torch.sparse_coo_tensor(index, torch.from_numpy(values.astype(np.float64)), shape, check_invariants=False)
+        return coo.coalesce().to_sparse_csr().to(device)
 
 
 class KnnBaselineSolver(Solver):
