@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -54,29 +55,44 @@ def tiny_profiles() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
+def tiny_cold_preset() -> Any:
+    """`tiny_cold_preset(main_epochs, side_epochs)`: classic + EASE-liked + the hybrid cold-start models,
+    with few epochs (tests)."""
+    import dataclasses
+
+    from movierec.trainer.config import CLASSIC, COLD_START, EASE_LIKED, Preset
+
+    def make(main_epochs: int = 5, side_epochs: int = 15) -> Preset:
+        return Preset(
+            name="tiny-cold",
+            description="classic + EASE-liked + hybrid cold-start models, few epochs (tests)",
+            model=CLASSIC.model,
+            train=dataclasses.replace(CLASSIC.train, epochs=main_epochs, batch_size=16, lr=0.01, device="cpu"),
+            ranking_model=EASE_LIKED.model,
+            ranking_train=EASE_LIKED.train,
+            side_models=tuple(
+                (role, model, dataclasses.replace(cfg, epochs=side_epochs, device="cpu"))
+                for role, model, cfg in COLD_START
+            ),
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def tiny_cold_artifact(
-    tmp_path_factory: pytest.TempPathFactory, tiny_ratings: tuple[pd.DataFrame, ...], tiny_profiles: pd.DataFrame
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_ratings: tuple[pd.DataFrame, ...],
+    tiny_profiles: pd.DataFrame,
+    tiny_cold_preset: Any,
 ) -> Path:
     """An artifact of `tiny_ratings` with cold-start models: a classic rating model, EASE-liked for ranking,
     and the hybrid "cold-rating" / "cold-ranking" models reading `tiny_profiles` and the catalog's genres,
     years and title words (read-only: copy before changing)."""
-    import dataclasses
-
-    from movierec.trainer.config import CLASSIC, COLD_START, EASE_LIKED, Preset
     from movierec.trainer.pipeline import run_training
 
     train, test, catalog = tiny_ratings
-    preset = Preset(
-        name="tiny-cold",
-        description="classic + EASE-liked + hybrid cold-start models, few epochs (tests)",
-        model=CLASSIC.model,
-        train=dataclasses.replace(CLASSIC.train, epochs=5, batch_size=16, lr=0.01, device="cpu"),
-        ranking_model=EASE_LIKED.model,
-        ranking_train=EASE_LIKED.train,
-        side_models=tuple(
-            (role, model, dataclasses.replace(cfg, epochs=15, device="cpu")) for role, model, cfg in COLD_START
-        ),
-    )
     out = tmp_path_factory.mktemp("artifacts") / "tiny-cold"
-    run_training(train, test, catalog, preset, out, dataset="synthetic-tiny", progress=False, profiles=tiny_profiles)
+    run_training(train, test, catalog, tiny_cold_preset(), out, dataset="synthetic-tiny", progress=False,
+                 profiles=tiny_profiles)  # fmt: skip
     return out

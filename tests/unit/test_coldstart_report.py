@@ -3,9 +3,9 @@ orchestration on a tiny synthetic data set (a few seconds)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -238,23 +238,16 @@ def test_check_floors_pass_and_fail() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_report(
-    tmp_path_factory: pytest.TempPathFactory, tiny_ratings: tuple[pd.DataFrame, ...], tiny_profiles: pd.DataFrame
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_ratings: tuple[pd.DataFrame, ...],
+    tiny_profiles: pd.DataFrame,
+    tiny_cold_preset: Any,
 ) -> tuple[dict, Path]:
     """The whole report on tiny_ratings (users 101-120 rate only late, so the time split has cold users)."""
-    from movierec.trainer.config import CLASSIC, COLD_START, EASE_LIKED, Preset
-
     train, test, catalog = tiny_ratings
     df = pd.concat([train, test], ignore_index=True)
     df.loc[df["user"] > 100, "timestamp"] += 30_000_000
-    preset = Preset(
-        name="tiny-cold",
-        description="classic + EASE-liked + hybrid cold-start models, few epochs (tests)",
-        model=CLASSIC.model,
-        train=dataclasses.replace(CLASSIC.train, epochs=3, batch_size=16, lr=0.01, device="cpu"),
-        ranking_model=EASE_LIKED.model,
-        ranking_train=EASE_LIKED.train,
-        side_models=tuple((r, m, dataclasses.replace(c, epochs=5, device="cpu")) for r, m, c in COLD_START),
-    )
+    preset = tiny_cold_preset(main_epochs=3, side_epochs=5)
     out = tmp_path_factory.mktemp("coldstart")
     data = ColdStartData(df, catalog, tiny_profiles, release_keys(catalog))
     result = run_cold_start(data, out / "reports", doc=out / "docs" / "cold-start.md", preset=preset,
