@@ -35,8 +35,16 @@ def user_errors() -> Iterator[None]:
         raise CliError(str(exc)) from None
     except FileNotFoundError as exc:
         raise CliError(f"{exc.filename}: no such file") from None
-    except (ValueError, FloatingPointError) as exc:
+    except (ValueError, FloatingPointError) as exc:  # incl. MemoryBudgetError: a stage that would not fit
         raise CliError(str(exc)) from None
+    except MemoryError:
+        raise CliError("out of memory (the estimate before the stage was too low); "
+                       "set a lower --memory-limit or train a smaller preset") from None
+    except RuntimeError as exc:
+        if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
+            raise
+        raise CliError(f"out of memory: {str(exc).splitlines()[0][:200]}; "
+                       "set a lower --memory-limit or train a smaller preset") from None
 
 
 def _handler(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -78,6 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--checkpoint-dir", type=Path,
                    help="checkpoint every epoch here (default: <out>.ckpt/; removed once the artifact is written)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
+    p.add_argument("--memory-limit", metavar="SIZE",
+                   help="memory the run may use, e.g. 16G (default: what the machine or cgroup has free); a stage "
+                        "estimated above it is refused up front with one line naming the option that reduces it")
     p.set_defaults(handler=_handler(cmd_train))
 
     p = sub.add_parser("evaluate", help="evaluate an artifact on held-out ratings")
@@ -183,6 +194,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc < 1:
         raise CliError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.memory_limit is not None:
+        import os
+
+        from movierec.trainer.memory import ENV_LIMIT, parse_size
+
+        parse_size(args.memory_limit)  # a bad size is one line (ValueError)
+        os.environ[ENV_LIMIT] = args.memory_limit  # read before every stage (and by --nproc's ranks)
     if args.nproc > 1 and not distributed.is_distributed():
         return _train_data_parallel(args)
     if args.threads is not None or not distributed.is_distributed():

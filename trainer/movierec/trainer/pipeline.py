@@ -18,7 +18,7 @@ from movierec.core.features import FeatureSchema, Profiles
 from movierec.core.models import member_needs_users, model_class, model_objective
 from movierec.core.scoring import Catalog, Scorer
 from movierec.core.sparse import Csr, IdMap
-from movierec.trainer import distributed
+from movierec.trainer import distributed, memory
 from movierec.trainer.checkpoint import CheckpointSpec, remove_checkpoints
 from movierec.trainer.config import ModelConfig, Preset, TrainConfig
 from movierec.trainer.data.splits import holdout_mask
@@ -158,6 +158,8 @@ def run_training(
     users = IdMap.from_ids(train_df["user"])
     items = IdMap.from_ids(train_df["item"])
     full = ratings_matrix(train_df, users, items)
+    # memory up front: a stage that cannot fit is refused now, in one line, not after hours of other stages
+    memory.check_plan(memory.plan(roles, memory.Shape(len(users), len(items), full.nnz)))
     if any(model_class(m.kind).side_information for m, _ in roles.values()):
         schema, side, stored_profiles = side_data(users, items, catalog, profiles)
     else:  # no model reads side information: none recorded (the profiles are still kept)

@@ -39,6 +39,7 @@ class FitResult:
     chosen: dict[str, Any] = field(default_factory=dict)  # hyperparameters picked on validation (closed form)
     resumed_from: int = 0  # the checkpointed epoch this run continued from (0: started from scratch)
     world_size: int = 1  # data-parallel ranks that trained it
+    time_budget_hit: bool = False  # stopped by the training settings' max_seconds
 
 
 VALID_K = 10

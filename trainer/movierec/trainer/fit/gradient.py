@@ -47,13 +47,8 @@ class GradientTrainer(Trainer):
     """
 
     def fit(self, run: FitRun, options: FitOptions) -> FitResult:
-        model, train, train_config, device, generator = (
-            run.model,
-            run.train,
-            run.train_config,
-            run.device,
-            run.generator,
-        )
+        model, train, device, generator = run.model, run.train, run.device, run.generator
+        train_config = run.train_config.for_shape(train.n_rows, train.n_cols)  # its `large` settings on large data
         valid = run.valid
         checkpoint, progress = options.checkpoint, options.progress
         objective = model.objective
@@ -192,6 +187,9 @@ class GradientTrainer(Trainer):
                     best_state,
                     rank,
                 )
+            budget = train_config.settings.max_seconds
+            if budget and time.perf_counter() - start > budget and not result.stopped_early:
+                result.stopped_early = result.time_budget_hit = True
             if result.stopped_early:
                 break
         bar.close()
@@ -220,6 +218,7 @@ class GradientTrainer(Trainer):
         """
         if not model.refittable:
             return
+        train_config = train_config.for_shape(full.n_rows, full.n_cols)
         item_based = model.orientation == "item"
         steps = model.steps_taken()
         n_rows = full.n_cols if item_based else full.n_rows

@@ -9,6 +9,7 @@ import torch
 from movierec.core.device import resolve_device
 from movierec.core.models import Recommender, TrainedBy, build_model
 from movierec.core.sparse import Csr
+from movierec.trainer import memory
 from movierec.trainer.checkpoint import CheckpointSpec
 from movierec.trainer.config import ModelConfig, TrainConfig
 from movierec.trainer.fit.base import FitOptions, FitRun, Trainer
@@ -36,6 +37,9 @@ def fit(
     `checkpoint`: the gradient trainer writes one every epoch and, with `resume`, continues from it.
     `side`: user and movie features, for side-information models (cold start)."""
     train_config.validate()
+    if model_config.kind != "ensemble":  # (an ensemble's members are checked one by one as they start)
+        need, option = memory.stage_bytes(model_config, train_config, memory.Shape(train.n_rows, train.n_cols, train.nnz))
+        memory.check(f"training {model_config.kind} ({train.n_rows} users x {train.n_cols} movies)", need, option)
     device = resolve_device(train_config.device)
     torch.manual_seed(train_config.seed)
     generator = torch.Generator().manual_seed(train_config.seed)

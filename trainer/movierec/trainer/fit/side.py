@@ -45,6 +45,7 @@ from movierec.trainer.metrics import ranking_metrics
 
 VALID_REVEALS: tuple[int, ...] = (0, 3, 10)  # ratings revealed to the model for each cold validation user
 VALID_USER_FRACTION = 0.1
+VALID_BATCH = 1024  # cold validation users scored at a time
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ class SideTrainer(Trainer):
         ranking = model.objective == "ranking"
         result = FitResult(model=model, device=str(device))
         best, best_state, since_best = math.inf, None, 0
+        start_all = time.perf_counter()
         bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {run.model_config.kind}", unit="epoch",
                    disable=not options.progress, file=sys.stderr)  # fmt: skip
         for epoch in bar:
@@ -210,6 +212,9 @@ class SideTrainer(Trainer):
                 if cfg.patience and since_best >= cfg.patience:
                     result.stopped_early = True
                     break
+            if cfg.settings.max_seconds and time.perf_counter() - start_all > cfg.settings.max_seconds:
+                result.stopped_early = result.time_budget_hit = True
+                break
         bar.close()
         if best_state is not None:
             model.load_state_dict(best_state)
@@ -241,20 +246,26 @@ def _validate(
     values = []
     for reveal in VALID_REVEALS:
         inputs, targets = split.inputs[reveal], split.targets[reveal]
-        x = dense_batch(inputs, np.arange(inputs.n_rows), device)
-        out = model.scores_side(x, u, empty).float()
+        ranked, preds = [], []
+        for s in range(0, inputs.n_rows, VALID_BATCH):  # row by row in batches: no users x movies matrix
+            rows = np.arange(s, min(s + VALID_BATCH, inputs.n_rows))
+            x = dense_batch(inputs, rows, device)
+            out = model.scores_side(x, u[s : s + rows.size], empty).float()
+            if model.objective == "ranking":
+                out.masked_fill_(x != 0, float("-inf"))
+                ranked.append(torch.topk(out, min(VALID_K, out.shape[1]), dim=1).indices.cpu().numpy())
+            else:
+                r, c, _ = targets.rows(rows).to_coo()
+                preds.append(out[torch.from_numpy(r).to(device), torch.from_numpy(c).to(device)].cpu().numpy())
         if model.objective == "ranking":
-            out.masked_fill_(x != 0, float("-inf"))
-            ranked = torch.topk(out, min(VALID_K, out.shape[1]), dim=1).indices.cpu().numpy()
             liked = targets.values >= RELEVANT_MIN_RATING
             r, c, _ = targets.to_coo()
             relevant = Csr.from_coo(r[liked], c[liked], np.ones(int(liked.sum())), targets.n_rows, targets.n_cols)
-            values.append(ranking_metrics(ranked, relevant, VALID_K)[f"ndcg@{VALID_K}"])
+            values.append(ranking_metrics(np.concatenate(ranked), relevant, VALID_K)[f"ndcg@{VALID_K}"])
         else:
-            r, c, v = targets.to_coo()
-            pred = out[torch.from_numpy(r).to(device), torch.from_numpy(c).to(device)].cpu().numpy()
+            pred = np.concatenate(preds)
             if scale is not None:
                 pred = scale.clip(pred)
-            values.append(float(np.sqrt(np.mean((pred - v) ** 2))))
+            values.append(float(np.sqrt(np.mean((pred - targets.values) ** 2))))
     model.train()
     return float(np.mean(values))
