@@ -39,6 +39,16 @@ FLAGS: dict[str, tuple[type, str]] = {
     "tls_client_ca": (str, "PEM CA bundle: require client certificates signed by it (mutual TLS)"),
     "auth_token_file": (str, "file of bearer tokens, one per line: every call but health needs one"),
     "max_movies_per_upsert": (int, "most movies in one UpsertMovies call (default 1000)"),
+    "workers": (
+        str,
+        "server processes sharing the port (SO_REUSEPORT), N or auto = one per core (default 1); limits such "
+        "as --max-queue-size and --max-concurrent-streams apply per worker",
+    ),
+    "metrics_port": (
+        int,
+        "serve Prometheus metrics on http://HOST:PORT/metrics; 0 = any free port (logged); default off",
+    ),
+    "metrics_host": (str, "address for --metrics-port (default: --host)"),
     "catalog_overlay": (
         str,
         "JSON file keeping the movies added or updated with UpsertMovies, rewritten atomically on each call "
@@ -78,9 +88,15 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from movierec.core.artifact import ArtifactError
-    from movierec.server.app import serve
 
     try:
+        if settings.n_workers > 1:
+            # the supervisor imports no gRPC and no prometheus_client before it has set up the workers
+            from movierec.server.workers import run
+
+            return run(settings)
+        from movierec.server.app import serve
+
         asyncio.run(serve(settings))
     except ArtifactError as exc:
         raise CliError(f"cannot load artifact {settings.artifact}: {exc}") from None

@@ -17,7 +17,8 @@ from grpc_reflection.v1alpha import reflection
 
 from movierec.server.auth import GuardInterceptor, read_tokens
 from movierec.server.config import ServerSettings
-from movierec.server.engine import Engine, ScorerLike
+from movierec.server.engine import Engine, LoadedModel, ScorerLike
+from movierec.server.metrics import BatcherMetrics, MetricsInterceptor, ServerMetrics, serve_http
 from movierec.server.model_manager import ModelManager, describe_source
 from movierec.server.servicer import SERVICE_NAME, RecommenderServicer
 from movierec.v1 import recommender_service_pb2_grpc as pb_grpc
@@ -32,7 +33,8 @@ def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
         # accept client keepalive pings every >= 10 s (the SDK pings every 30 s) instead of GOAWAY-ing them
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.so_reuseport", 0),
+        # several worker processes share the port (--workers); one alone must own it (a taken port is an error)
+        ("grpc.so_reuseport", 1 if settings.n_workers > 1 else 0),
     ]
 
 
@@ -56,14 +58,56 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | Non
 class RecommenderServer:
     """One scorer served over gRPC: `await start()`, then `await stop()` (`serve` does both around signals)."""
 
-    def __init__(self, scorer: ScorerLike, settings: ServerSettings) -> None:
+    def __init__(
+        self,
+        scorer: ScorerLike,
+        settings: ServerSettings,
+        *,
+        tracer_provider: Any = None,
+        metrics_http: bool = True,
+    ) -> None:
+        """`tracer_provider`: an OpenTelemetry TracerProvider (None: no tracing, no cost; `serve` passes the
+        one OTEL_* configures). `metrics_http` False: metrics are recorded (with --metrics-port) but served by
+        another process (the supervisor of --workers N)."""
         self.settings = settings
-        self.engine = Engine(scorer, settings)
+        self.metrics = ServerMetrics.create() if settings.metrics else None
+        self._metrics_http_wanted = metrics_http and settings.metrics
+        self._metrics_http: Any = None
+        self.metrics_port: int | None = None
+        self.tracing = None
+        if tracer_provider is not None:
+            from movierec.server.tracing import StepTracing
+
+            self.tracing = StepTracing(tracer_provider)
+        cuda = str(getattr(scorer, "device", "")).startswith("cuda")
+        observer = BatcherMetrics(self.metrics, scorer.device if cuda else None) if self.metrics else None
+        self.engine = Engine(scorer, settings, observer=observer, tracer=self.tracing)
         self.health = health_aio.HealthServicer()
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
         tokens = read_tokens(settings.auth_token_file) if settings.auth_token_file else []
         self.guard = GuardInterceptor(tokens, settings.max_concurrent_streams)
+        if self.metrics is not None:
+            self._model_served(None, self.engine.model)  # `serve` records it again with the load time
+            self.engine.on_swap.append(self._model_served)
+
+    def _model_served(self, old: LoadedModel | None, new: LoadedModel) -> None:
+        assert self.metrics is not None
+
+        def labels(m: LoadedModel) -> tuple[str, str, str]:
+            return (m.version, str(m.scorer.info.dataset), str(m.scorer.device))
+
+        self.metrics.model_served(*labels(new), self.engine.load_seconds, labels(old) if old else None)
+
+    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """Metrics first (they count what the guard refuses), then tracing, then the guard."""
+        out: list[grpc.aio.ServerInterceptor] = []
+        if self.metrics is not None:
+            out.append(MetricsInterceptor(self.metrics))
+        if self.tracing is not None:
+            out.append(self.tracing.interceptor())
+        out.append(self.guard)
+        return out
 
     @property
     def batcher(self) -> Any:
@@ -72,7 +116,7 @@ class RecommenderServer:
     async def start(self) -> int:
         """Bind, start the batcher, report SERVING; returns the bound port."""
         s = self.settings
-        server = grpc.aio.server(options=server_options(s), interceptors=[self.guard])
+        server = grpc.aio.server(options=server_options(s), interceptors=self.interceptors())
         pb_grpc.add_RecommenderServiceServicer_to_server(
             RecommenderServicer(self.engine, s.max_stream_inflight), server
         )
@@ -93,6 +137,11 @@ class RecommenderServer:
         self.engine.batcher.start()
         await server.start()
         self._server, self.port = server, port
+        if self._metrics_http_wanted and self._metrics_http is None:
+            assert self.metrics is not None
+            self._metrics_http, self.metrics_port = serve_http(
+                s.metrics_host or s.host, s.metrics_port, self.metrics.registry
+            )
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return port
@@ -106,10 +155,34 @@ class RecommenderServer:
         await self._server.stop(grace)
         await self.engine.batcher.stop()
         self._server = None
+        if self._metrics_http is not None:
+            http, self._metrics_http = self._metrics_http, None
+            await asyncio.to_thread(http.shutdown)
+            http.server_close()
 
 
-async def serve(settings: ServerSettings) -> None:
-    """Load, warm up, serve until SIGTERM/SIGINT, shut down gracefully; reload the model on change/SIGHUP."""
+OVERLAY_POLL_S = 0.25  # --workers N: how often each worker checks the overlay file for others' upserts
+
+
+async def _poll_overlay(engine: Engine) -> None:
+    while True:
+        await asyncio.sleep(OVERLAY_POLL_S)
+        try:
+            await engine.refresh_overlay()
+        except Exception:  # never let the poller die
+            log.exception("movierec catalog overlay poller: unexpected error")
+
+
+async def serve(
+    settings: ServerSettings,
+    *,
+    preloaded: tuple[ScorerLike, Path, Any, float] | None = None,
+    on_ready: Any = None,
+) -> None:
+    """Load, warm up, serve until SIGTERM/SIGINT, shut down gracefully; reload the model on change/SIGHUP.
+
+    `preloaded` (scorer, path, fingerprint, load seconds): a model the supervisor of `--workers N` loaded
+    before forking this worker (its pages stay shared). `on_ready(port)` is called once serving."""
     t0 = time.perf_counter()
     log.info("movierec server starting: %s", settings.describe())
     if settings.torch_threads:  # applied in every thread that scores (see device.apply_thread_policy)
@@ -119,31 +192,48 @@ async def serve(settings: ServerSettings) -> None:
     # movies added while serving are kept beside the served model (never inside an artifact directory)
     settings = dataclasses.replace(settings, catalog_overlay=str(settings.overlay_path()))
     manager = ModelManager(settings.artifact, device=settings.device)
-    scorer, served = await asyncio.to_thread(manager.load_initial)
-    server = RecommenderServer(scorer, settings)  # loads the overlay: OverlayError (ValueError) if unusable
+    if preloaded is None:
+        scorer, served = await asyncio.to_thread(manager.load_initial)
+        load_seconds = time.perf_counter() - t0
+    else:
+        scorer, served, fp, load_seconds = preloaded
+        manager.adopt(fp)
+    from movierec.server.tracing import provider_from_env
+
+    tracer_provider = provider_from_env()
+    # loads the overlay: OverlayError (ValueError) if unusable
+    server = RecommenderServer(scorer, settings, tracer_provider=tracer_provider, metrics_http=on_ready is None)
+    server.engine.load_seconds = load_seconds
     manager.attach(server.engine)
+    if preloaded is not None and manager.stale():  # a restarted worker: the model changed since the fork
+        await manager.reload()
+    if server.metrics is not None:
+        server._model_served(None, server.engine.model)
     port = await server.start()
     engine = server.engine
     if not engine.overlay_file.writable():
         log.warning("movierec catalog overlay %s: not writable; UpsertMovies will fail", settings.catalog_overlay)
     info = engine.model.scorer.info
     log.info(
-        "movierec server serving on %s:%d (%s; auth %s): model %s (%s, %d users, %d movies, %d of them added "
-        "while serving, kept in %s) from %s on %s, ready in %.1fs",
+        "movierec server serving on %s:%d (%s; auth %s; tracing %s): model %s (%s, %d users, %d movies, %d of "
+        "them added while serving, kept in %s) from %s on %s, ready in %.1fs",
         settings.host,
         port,
         settings.transport(),
         f"bearer tokens ({server.guard.token_count})" if server.guard.token_count else "off",
-        info.version,
+        "on" if tracer_provider is not None else "off",
+        engine.model.version,
         info.dataset,
         info.n_users,
         engine.model.n_items,
         len(engine.overlay.added),
         settings.catalog_overlay,
         describe_source(settings.artifact, served),
-        scorer.device,
+        engine.model.scorer.device,
         time.perf_counter() - t0,
     )
+    if server.metrics_port is not None:
+        log.info("movierec metrics on http://%s:%d/metrics", settings.metrics_host or settings.host, server.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -157,10 +247,17 @@ async def serve(settings: ServerSettings) -> None:
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     manager.start_watching(settings.watch_interval_s)
+    poller = loop.create_task(_poll_overlay(engine)) if settings.n_workers > 1 else None
+    if on_ready is not None:
+        on_ready(port)
     await stop.wait()
     log.info("movierec server stopping: finishing in-flight calls (grace %.1fs)", settings.grace_s)
+    if poller is not None:
+        poller.cancel()
     await manager.stop()
     await server.stop()
+    if tracer_provider is not None:
+        await asyncio.to_thread(tracer_provider.shutdown)  # flushes the spans not yet exported
     st = server.batcher.stats
     log.info(
         "movierec server stopped: %d requests in %d batches, %d expired, %d cancelled, %d rejected (queue full)",

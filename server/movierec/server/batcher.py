@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from movierec.server.errors import ErrorCode, RequestError
 
@@ -50,6 +51,26 @@ class BatcherStats:
         del self.batch_sizes[:-1000]
 
 
+class BatchObserver(Protocol):
+    """What the batcher reports (Prometheus in `movierec.server.metrics`); called on the event loop, except
+    `step`, called in the model thread right after the step."""
+
+    def queued(self, depth: int) -> None: ...
+
+    def dropped(self, reason: str, n: int) -> None: ...  # deadline | cancelled | queue_full
+
+    def step(self, requests: int, rows: int, seconds: float) -> None: ...
+
+
+class StepTracer(Protocol):
+    """Tracing of model steps (`movierec.server.tracing`): `context()` is taken when a job is queued (the
+    caller's span), `run(jobs, contexts, fn)` runs the step inside a span linked to those contexts."""
+
+    def context(self) -> Any: ...
+
+    def run(self, n_rows: int, contexts: list[Any], fn: Callable[[], Any]) -> Any: ...
+
+
 @dataclass(slots=True)
 class _Pending(Generic[J, R]):
     job: J
@@ -57,6 +78,7 @@ class _Pending(Generic[J, R]):
     deadline: float | None  # loop.time() based
     future: asyncio.Future[R]
     queued_at: float  # loop.time() when submitted
+    trace: Any = None  # the caller's span context, when tracing is on
 
 
 class DynamicBatcher(Generic[J, R]):
@@ -71,6 +93,8 @@ class DynamicBatcher(Generic[J, R]):
         max_queue_size: int,
         rows_of: Callable[[J], int] = lambda _job: 1,
         executor: Executor | None = None,
+        observer: BatchObserver | None = None,
+        tracer: StepTracer | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_delay_s < 0:
             raise ValueError("max_batch_size and max_queue_size must be >= 1, max_delay_s >= 0")
@@ -87,6 +111,8 @@ class DynamicBatcher(Generic[J, R]):
         self._worker: asyncio.Task[None] | None = None
         self._last_jobs = 0  # callers served by the previous model step (load signal for _gather)
         self.stats = BatcherStats()
+        self.observer = observer
+        self.tracer = tracer
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,13 +153,18 @@ class DynamicBatcher(Generic[J, R]):
             raise RequestError(ErrorCode.UNAVAILABLE, "server is not serving")
         if len(self._queue) >= self.max_queue_size:
             self.stats.requests_rejected_full += 1
+            if self.observer is not None:
+                self.observer.dropped("queue_full", 1)
             raise RequestError(
                 ErrorCode.RESOURCE_EXHAUSTED,
                 f"request queue is full ({self.max_queue_size} requests waiting); retry later with backoff",
             )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
-        self._queue.append(_Pending(job, self._rows_of(job), deadline, future, loop.time()))
+        trace = self.tracer.context() if self.tracer is not None else None
+        self._queue.append(_Pending(job, self._rows_of(job), deadline, future, loop.time(), trace))
+        if self.observer is not None:
+            self.observer.queued(len(self._queue))
         arrival = self._arrival
         if arrival is not None and not arrival.done():
             arrival.set_result(None)
@@ -161,6 +192,8 @@ class DynamicBatcher(Generic[J, R]):
             p = q.popleft()
             batch.append(p)
             rows += p.rows
+        if self.observer is not None:
+            self.observer.queued(len(q))
         return rows
 
     async def _gather(self) -> list[_Pending[J, R]]:
@@ -183,17 +216,44 @@ class DynamicBatcher(Generic[J, R]):
     def _live(self, batch: list[_Pending[J, R]]) -> list[_Pending[J, R]]:
         now = asyncio.get_running_loop().time()
         live = []
+        cancelled = expired = 0
         for p in batch:
             if p.future.done():  # cancelled by its caller
-                self.stats.requests_dropped_cancelled += 1
+                cancelled += 1
             elif p.deadline is not None and now >= p.deadline:
-                self.stats.requests_dropped_expired += 1
+                expired += 1
                 p.future.set_exception(
                     RequestError(ErrorCode.DEADLINE_EXCEEDED, "deadline passed while queued; not scored")
                 )
             else:
                 live.append(p)
+        if cancelled or expired:
+            self._count_drops(cancelled, expired)
         return live
+
+    def _count_drops(self, cancelled: int, expired: int) -> None:
+        self.stats.requests_dropped_cancelled += cancelled
+        self.stats.requests_dropped_expired += expired
+        if self.observer is not None:
+            if cancelled:
+                self.observer.dropped("cancelled", cancelled)
+            if expired:
+                self.observer.dropped("deadline", expired)
+
+    def _step(self, batch: list[_Pending[J, R]]) -> Sequence[R]:
+        """One model step, in the model thread: run_batch (in a span when tracing), then the observer."""
+        jobs = [p.job for p in batch]
+        if self.observer is None and self.tracer is None:
+            return self._run_batch(jobs)
+        t0 = time.perf_counter()
+        if self.tracer is not None:
+            rows = sum(p.rows for p in batch)
+            results = self.tracer.run(rows, [p.trace for p in batch], lambda: self._run_batch(jobs))
+        else:
+            results = self._run_batch(jobs)
+        if self.observer is not None:
+            self.observer.step(len(batch), sum(p.rows for p in batch), time.perf_counter() - t0)
+        return results
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -201,9 +261,8 @@ class DynamicBatcher(Generic[J, R]):
             batch = self._live(await self._gather())
             if not batch:
                 continue
-            jobs = [p.job for p in batch]
             try:
-                results = await loop.run_in_executor(self._executor, self._run_batch, jobs)
+                results = await loop.run_in_executor(self._executor, self._step, batch)
             except asyncio.CancelledError:
                 for p in batch:
                     if not p.future.done():
@@ -224,7 +283,7 @@ class DynamicBatcher(Generic[J, R]):
             self.stats.record_batch(len(batch), sum(p.rows for p in batch))
             for p, r in zip(batch, results, strict=True):
                 if p.future.done():
-                    self.stats.requests_dropped_cancelled += 1
+                    self._count_drops(1, 0)
                 else:
                     p.future.set_result(r)
                     self.stats.requests_served += 1

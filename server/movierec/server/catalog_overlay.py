@@ -28,9 +28,11 @@ never drops added movies silently; fix the file or move it away to start without
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,8 +175,15 @@ def _table(rows: Any, name: str) -> MovieTable:
     return MovieTable.empty().merged(table)  # sorted by id
 
 
+Stamp = tuple[int, int, int] | None  # (mtime_ns, size, inode) of the file; None: no file
+
+
 class OverlayFile:
-    """Where an overlay is kept: a JSON file, or nowhere (`path` None: in memory only, as in tests)."""
+    """Where an overlay is kept: a JSON file, or nowhere (`path` None: in memory only, as in tests).
+
+    Several worker processes (`serve --workers N`) share one file: a change is made under an exclusive
+    `flock` of the sibling `<file>.lock` (read the file, merge, write), so no upsert is lost, and each worker
+    re-applies the file when its `stamp` changes."""
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path else None
@@ -219,6 +228,35 @@ class OverlayFile:
                 os.unlink(tmp)
             raise
         _fsync_dir(path.parent)
+
+    def stamp(self) -> Stamp:
+        """What identifies the file's current content (it is only ever replaced whole, by rename)."""
+        if self.path is None:
+            return None
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the exclusive inter-process lock of this file (blocking; a no-op in memory)."""
+        fd = -1
+        if self.path is not None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path.parent / f".{self.path.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:  # a directory that cannot be written: no file can be saved there either
+                fd = -1
+        if fd < 0:
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def writable(self) -> bool:
         """Whether `save` can be expected to work (the directory exists, or can be made, and is writable)."""

@@ -49,6 +49,10 @@ class ServerSettings:
     # JSON file of the movies added or updated while serving. `serve` turns "" into the default beside the
     # artifact (`overlay_path`); an Engine built directly with "" (tests, embedding) keeps them in memory only.
     catalog_overlay: str = ""
+    # -- capacity and observability -------------------------------------------------------------------------
+    workers: str = "1"  # server processes sharing the port (SO_REUSEPORT); "auto" = one per core
+    metrics_port: int = -1  # Prometheus /metrics over HTTP; -1 = off, 0 = any free port (logged)
+    metrics_host: str = ""  # "" = the gRPC --host
 
     def __post_init__(self) -> None:
         checks = {
@@ -65,6 +69,8 @@ class ServerSettings:
             "max_concurrent_streams": self.max_concurrent_streams >= 1,
             "watch_interval_s": self.watch_interval_s >= 0,
             "max_movies_per_upsert": self.max_movies_per_upsert >= 1,
+            "metrics_port": -1 <= self.metrics_port <= 65535,
+            "workers": self.workers == "auto" or (self.workers.isdigit() and 1 <= int(self.workers) <= 256),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -98,6 +104,20 @@ class ServerSettings:
             return source / OVERLAY_FILE
         served = source.resolve()
         return served.parent / f"{served.name}.{OVERLAY_FILE}"
+
+    @property
+    def n_workers(self) -> int:
+        """Worker processes: the number given, or one per core the process may use for "auto"."""
+        if self.workers == "auto":
+            try:
+                return max(1, len(os.sched_getaffinity(0)))
+            except AttributeError:  # not Linux
+                return max(1, os.cpu_count() or 1)
+        return int(self.workers)
+
+    @property
+    def metrics(self) -> bool:
+        return self.metrics_port >= 0
 
     @property
     def tls(self) -> bool:

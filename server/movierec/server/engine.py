@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,8 +20,8 @@ from movierec.core.artifact import RatingScale
 from movierec.core.features import MovieTable, Profiles
 from movierec.core.sparse import Csr, IdMap
 from movierec.server import validation as v
-from movierec.server.batcher import DynamicBatcher
-from movierec.server.catalog_overlay import Overlay, OverlayFile, Rebase
+from movierec.server.batcher import BatchObserver, DynamicBatcher, StepTracer
+from movierec.server.catalog_overlay import Overlay, OverlayError, OverlayFile, Rebase
 from movierec.server.config import ServerSettings
 from movierec.server.errors import ErrorCode, RequestError, invalid
 
@@ -329,12 +329,23 @@ class Engine:
     on each upsert and on each hot swap (`prepare` + `install`). `catalog_lock` serializes those changes.
     """
 
-    def __init__(self, scorer: ScorerLike, settings: ServerSettings) -> None:
+    def __init__(
+        self,
+        scorer: ScorerLike,
+        settings: ServerSettings,
+        *,
+        observer: BatchObserver | None = None,
+        tracer: StepTracer | None = None,
+    ) -> None:
         self.settings = settings
         self.swaps = 0
+        self.on_swap: list[Callable[[LoadedModel, LoadedModel], None]] = []  # (old, new), after a swap
+        self.load_seconds = 0.0  # how long the serving version took to load and warm (set by its loader)
         self.catalog_lock = asyncio.Lock()
         self.overlay_file = OverlayFile(settings.catalog_overlay or None)
-        self.overlay = self.overlay_file.load()  # OverlayError (a ValueError naming the file): no start
+        with self.overlay_file.locked():  # other workers may be writing it
+            self._overlay_stamp = self.overlay_file.stamp()
+            self.overlay = self.overlay_file.load()  # OverlayError (a ValueError naming the file): no start
         path = Path(settings.artifact) if settings.artifact else None
         self.model, overlay, change = self.prepare(scorer, path)
         self._adopt_overlay(overlay, change, self.model)
@@ -344,6 +355,8 @@ class Engine:
             max_delay_s=settings.max_delay_ms / 1000.0,
             max_queue_size=settings.max_queue_size,
             rows_of=lambda job: job.rows,
+            observer=observer,
+            tracer=tracer,
         )
 
     # -- the current model ---------------------------------------------------------------------------------
@@ -388,7 +401,9 @@ class Engine:
 
     def _save_rebased(self, overlay: Overlay) -> None:
         try:
-            self.overlay_file.save(overlay)
+            with self.overlay_file.locked():
+                self.overlay_file.save(overlay)
+                self._overlay_stamp = self.overlay_file.stamp()
         except OSError as exc:
             # the file keeps entries the new model supersedes: they are superseded again on the next load
             log.warning("movierec catalog overlay: cannot rewrite %s (%s)", self.overlay_file.path, exc)
@@ -416,35 +431,86 @@ class Engine:
         file and the model serving never disagree."""
         return await asyncio.shield(self._upsert(movies))
 
+    def _merge_file(self, trained: IntArray) -> Overlay:
+        """The overlay with what other workers wrote to the file since this one last read it (the file is
+        only ever written under its lock and holds every upsert, so it is never older than `self.overlay`)."""
+        stamp = self.overlay_file.stamp()
+        if stamp == self._overlay_stamp:
+            return self.overlay
+        theirs = self.overlay_file.load()
+        self._overlay_stamp = stamp
+        return self.overlay.upserted(theirs.movies, trained) if len(theirs) else self.overlay
+
     async def _upsert(self, movies: MovieTable) -> UpsertResult:
+        async with self.catalog_lock:
+            lock = self.overlay_file.locked()  # against the other workers (--workers): read, merge, write
+            await asyncio.to_thread(lock.__enter__)
+            try:
+                return await self._upsert_locked(movies)
+            finally:
+                lock.__exit__(None, None, None)
+
+    async def _upsert_locked(self, movies: MovieTable) -> UpsertResult:
+        m = self.model
+        base = m.base_scorer
+        trained = base.items.raw[: base.n_trained]
+        try:
+            current = await asyncio.to_thread(self._merge_file, trained)
+        except OverlayError as exc:
+            raise RequestError(ErrorCode.INTERNAL, f"movies: {exc}; nothing was changed") from None
+        known = (m.scorer.items.to_index(movies.movie_ids) >= 0) | np.isin(movies.movie_ids, current.movies.movie_ids)
+        overlay = current.upserted(movies, trained)
+        view = await asyncio.to_thread(base.with_catalog, overlay.movies)
+        new = await asyncio.to_thread(LoadedModel.of, view, m.path, base=base)
+        try:
+            await asyncio.to_thread(self.overlay_file.save, overlay)
+        except OSError as exc:
+            raise RequestError(
+                ErrorCode.INTERNAL,
+                f"movies: cannot save the catalog overlay {self.overlay_file.path} "
+                f"({exc.strerror or exc}); nothing was changed",
+            ) from None
+        self._overlay_stamp = self.overlay_file.stamp()
+        self.overlay = overlay
+        self.model = new  # one reference assignment: calls in flight keep the model they captured
+        added = int((~known).sum())
+        log.info(
+            "movierec catalog: %d movies added, %d updated (now %d movies, %d added while serving)",
+            added, movies.movie_ids.size - added, new.n_items, len(overlay.added),
+        )  # fmt: skip
+        return UpsertResult(new, added, int(known.sum()))
+
+    async def refresh_overlay(self) -> bool:
+        """Apply what other workers upserted (the overlay file changed since this worker last read or wrote
+        it); True when the catalog served changed. Polled by each worker of `serve --workers N`."""
+        if self.overlay_file.stamp() == self._overlay_stamp:
+            return False
         async with self.catalog_lock:
             m = self.model
             base = m.base_scorer
-            known = m.scorer.items.to_index(movies.movie_ids) >= 0
-            overlay = self.overlay.upserted(movies, base.items.raw[: base.n_trained])
-            view = await asyncio.to_thread(base.with_catalog, overlay.movies)
-            new = await asyncio.to_thread(LoadedModel.of, view, m.path, base=base)
             try:
-                await asyncio.to_thread(self.overlay_file.save, overlay)
-            except OSError as exc:
-                raise RequestError(
-                    ErrorCode.INTERNAL,
-                    f"movies: cannot save the catalog overlay {self.overlay_file.path} "
-                    f"({exc.strerror or exc}); nothing was changed",
-                ) from None
-            self.overlay = overlay
-            self.model = new  # one reference assignment: calls in flight keep the model they captured
-            added = int((~known).sum())
+                merged = await asyncio.to_thread(self._merge_file, base.items.raw[: base.n_trained])
+            except OverlayError as exc:
+                log.warning("movierec catalog overlay: not re-applied: %s", exc)
+                self._overlay_stamp = self.overlay_file.stamp()  # not retried until it changes again
+                return False
+            if merged is self.overlay or merged.to_json() == self.overlay.to_json():
+                return False
+            view = await asyncio.to_thread(base.with_catalog, merged.movies)
+            self.model = await asyncio.to_thread(LoadedModel.of, view, m.path, base=base)
+            self.overlay = merged
             log.info(
-                "movierec catalog: %d movies added, %d updated (now %d movies, %d added while serving)",
-                added, movies.movie_ids.size - added, new.n_items, len(overlay.added),
+                "movierec catalog overlay: re-applied %s (changed by another worker): now %d movies, %d added "
+                "while serving", self.overlay_file.path, self.model.n_items, len(merged.added),
             )  # fmt: skip
-            return UpsertResult(new, added, int(known.sum()))
+            return True
 
     def swap(self, model: LoadedModel) -> LoadedModel:
         """Serve `model` from now on; returns the previous one (still used by requests in flight)."""
         old, self.model = self.model, model
         self.swaps += 1
+        for callback in self.on_swap:
+            callback(old, model)
         return old
 
     # -- shared checks ------------------------------------------------------------------------------------

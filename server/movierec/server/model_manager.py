@@ -125,6 +125,19 @@ class ModelManager:
         self._current = fp
         return scorer, path
 
+    @property
+    def current(self) -> Fingerprint | None:
+        """The files of the model serving (None before one is loaded)."""
+        return self._current
+
+    def adopt(self, fp: Fingerprint | None) -> None:
+        """The model serving was loaded elsewhere (the supervisor, before forking) from the files `fp` names."""
+        self._current = fp
+
+    def stale(self) -> bool:
+        """Whether the newest artifact differs from the one serving (a worker restarted after a swap)."""
+        return fingerprint(resolve_artifact(self.source)) != self._current
+
     def attach(self, engine: Engine) -> None:
         self.engine = engine
         if self._current is None:
@@ -153,6 +166,7 @@ class ModelManager:
                     check_compatible(engine.model, new)
                 except Exception as exc:
                     return self._refuse(fp, path, exc)
+                engine.load_seconds = time.perf_counter() - t0
                 old = await engine.install(new, overlay, change)
             self._current, self._refused = fp, None
             self.stats.swaps += 1
