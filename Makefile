@@ -16,6 +16,7 @@ help:
 	@echo "make test   - install and run the whole test suite"
 	@echo "make serve  - serve the default artifact in the foreground"
 	@echo "make bench  - benchmarks (prints figures, writes bench/results/)"
+	@echo "make bench-train - training time and peak RSS per preset and stage on synthetic 100k..25m shapes"
 	@echo "make report - train every preset on u1 and write the results table and plot"
 	@echo "make report-cold-start - new users and new movies vs baselines (docs/cold-start.md)"
 	@echo "make lint   - ruff, mypy and the import-linter layer contracts"
@@ -64,6 +65,11 @@ soak: install
 
 bench: install
 	$(PY) -m bench.run_all
+
+# BENCH_TRAIN_ARGS="--shapes 100k,1m --presets best,ease" to run a subset; results merge into bench/results/train.*
+BENCH_TRAIN_ARGS ?= --shapes 100k,1m,10m,25m --presets best
+bench-train: install
+	$(PY) -m bench.bench_train $(BENCH_TRAIN_ARGS)
 
 report: install
 	$(VENV)/bin/movierec report --data-dir $(DATA) --out reports

@@ -16,6 +16,7 @@ right within a small factor, and a stage is refused only when it needs more than
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -80,6 +81,22 @@ def _rss() -> int:
         return 0
     m = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
     return int(m.group(1)) * 1024 if m else 0
+
+
+def peak_rss() -> int:
+    """This process's peak RSS since it started or since the last `reset_peak` (VmHWM; 0 off Linux)."""
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0
+    m = re.search(r"^VmHWM:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) * 1024 if m else 0
+
+
+def reset_peak() -> None:
+    """Start a new peak-RSS window (Linux: "5" into /proc/self/clear_refs); a no-op where not allowed."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 def available_bytes() -> int:

@@ -182,6 +182,7 @@ def run_training(
         fit_train = ratings_matrix(train_df[~valid_mask], users, items)
         fit_valid = ratings_matrix(train_df[valid_mask], users, items)
         t0 = time.perf_counter()
+        memory.reset_peak()  # the role's own peak RSS (recorded below)
         ckpt = CheckpointSpec(Path(checkpoint_dir) / f"{role}.pt", resume) if checkpoint_dir is not None else None
         fit_side = None
         if uses_side:
@@ -209,6 +210,8 @@ def run_training(
             "valid_ratings": int(fit_valid.nnz),
             "resumed_from": result.resumed_from,
             "world_size": result.world_size,
+            "peak_rss_bytes": memory.peak_rss(),
+            "stopped_by_time_budget": result.time_budget_hit,
         }
     seconds_all = time.perf_counter() - t_all
     main_role = next(iter(roles))

@@ -1,0 +1,200 @@
+"""Training time and peak memory per preset and per stage on synthetic MovieLens shapes (`make bench-train`).
+
+    python -m bench.bench_train [--shapes 100k,1m,10m,25m] [--presets best] [--max-minutes 60] [--out bench/results]
+
+Each (shape, preset) trains in a child process (`--child`) on ratings from the project's generator
+(`movierec.trainer.synthetic`: long-tailed popularity, low-rank tastes, movie biases, noise; timestamps and a
+genre catalog, so the cold-start models train too), with 10% of each user's ratings held out as the test file.
+The parent polls the child's peak RSS (VmHWM) and stops it after --max-minutes; the child records each
+stage's seconds and peak RSS (the artifact's `training.roles`). A run refused by the memory check records
+its one-line reason. Writes train.json, train.md (the table) and train.png (time and peak RSS against the
+number of ratings) under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SHAPES: dict[str, tuple[int, int, int]] = {
+    "tiny": (300, 200, 6_000),
+    "100k": (943, 1_682, 100_000),
+    "1m": (6_040, 3_706, 1_000_209),
+    "10m": (69_878, 10_677, 10_000_054),
+    "25m": (162_541, 59_047, 25_000_095),
+}
+
+
+def child(shape: str, preset_name: str, out: Path, threads: int | None) -> None:
+    """Generate the shape, train the preset, write the figures as JSON to `out`."""
+    from movierec.core.device import configure_threads
+    from movierec.trainer.config import get_preset
+    from movierec.trainer.data.splits import holdout_mask
+    from movierec.trainer.memory import MemoryBudgetError, peak_rss
+    from movierec.trainer.pipeline import run_training
+    from movierec.trainer.synthetic import synthetic_catalog, synthetic_ratings
+
+    configure_threads(threads)
+    n_users, n_items, n_ratings = SHAPES[shape]
+    t0 = time.perf_counter()
+    df = synthetic_ratings(n_users, n_items, n_ratings, seed=0)
+    catalog = synthetic_catalog(n_items)
+    test = holdout_mask(df["user"].to_numpy(), 0.1, 1234)
+    data_s = time.perf_counter() - t0
+    record: dict[str, Any] = {"shape": shape, "preset": preset_name, "ratings": len(df), "users": n_users,
+                              "movies": n_items, "data_seconds": round(data_s, 1)}  # fmt: skip
+    t1 = time.perf_counter()
+    try:
+        outcome = run_training(df[~test], df[test], catalog, get_preset(preset_name), out.with_suffix(".artifact"),
+                               dataset=f"synthetic-{shape}", progress=False)  # fmt: skip
+    except MemoryBudgetError as exc:
+        record.update(status="refused", reason=str(exc), seconds=round(time.perf_counter() - t1, 1))
+        out.write_text(json.dumps(record))
+        return
+    import shutil
+
+    meta = json.loads((out.with_suffix(".artifact") / "manifest.json").read_text())["training"]
+    record.update(
+        status="ok",
+        seconds=round(time.perf_counter() - t1, 1),
+        child_peak_rss_bytes=peak_rss(),
+        stages={role: {"kind": r["kind"], "seconds": r["seconds"], "peak_rss_bytes": r.get("peak_rss_bytes", 0),
+                       "epochs_run": r["epochs_run"], "stopped_by_time_budget": r.get("stopped_by_time_budget")}
+                for role, r in meta["roles"].items()},  # fmt: skip
+        metrics={k: round(v, 4) for k, v in outcome.metrics.items() if isinstance(v, float)},
+    )
+    shutil.rmtree(out.with_suffix(".artifact"), ignore_errors=True)
+    out.write_text(json.dumps(record))
+
+
+def run_one(shape: str, preset: str, out_dir: Path, max_minutes: float, threads: int | None) -> dict[str, Any]:
+    from bench.common import proc_kib
+
+    out = out_dir / f"train-{shape}-{preset}.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "bench.bench_train", "--child", shape, preset, str(out)]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1])  # the repository root (package bench)
+    peak = 0
+    deadline = t0 + max_minutes * 60
+    while proc.poll() is None:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            peak = max(peak, proc_kib(proc.pid, "VmHWM") * 1024)
+        if time.perf_counter() > deadline:
+            proc.kill()
+            proc.wait()
+            return {"shape": shape, "preset": preset, "users": SHAPES[shape][0], "movies": SHAPES[shape][1],
+                    "ratings": SHAPES[shape][2], "status": f"stopped after {max_minutes:g} min",
+                    "wall_seconds": round(time.perf_counter() - t0, 1), "peak_rss_bytes": peak}  # fmt: skip
+        time.sleep(0.05)
+    record: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {
+        "shape": shape, "preset": preset, "ratings": SHAPES[shape][2], "status": f"failed (exit {proc.returncode})"}
+    record["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    record["peak_rss_bytes"] = peak
+    return record
+
+
+ROLE_ORDER = {"rating": 0, "ranking": 1, "cold-rating": 2, "cold-ranking": 3}  # the order they train in
+
+
+def _gib(n: float) -> str:
+    return f"{n / 1024**3:.2f}"
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    lines = [
+        "| shape (users x movies, ratings) | preset | status | train s | peak RSS GiB | stages: s / peak GiB | valid RMSE | test RMSE | test NDCG@10 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        roles = sorted(r.get("stages", {}).items(), key=lambda kv: (ROLE_ORDER.get(kv[0], 9), kv[0]))
+        stages = "; ".join(f"{role} ({s['kind']}) {s['seconds']:.0f} / {_gib(s['peak_rss_bytes'])}"
+                           for role, s in roles)  # fmt: skip
+        m = r.get("metrics", {})
+        status = r["status"] if r["status"] != "refused" else f"refused: {r.get('reason', '')}"
+        lines.append(
+            f"| {r['shape']} ({r.get('users', '?')} x {r.get('movies', '?')}, {r['ratings']:,}) | {r['preset']} | {status} "
+            f"| {r.get('seconds', r.get('wall_seconds', 0)):.0f} | {_gib(r.get('peak_rss_bytes', 0))} | {stages} "
+            f"| {m.get('valid_rmse', float('nan')):.4f} | {m.get('test_rmse', float('nan')):.4f} "
+            f"| {m.get('test_ndcg@10', float('nan')):.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(records: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    for preset in sorted({r["preset"] for r in records}):
+        rows = sorted((r for r in records if r["preset"] == preset and r["status"] == "ok"), key=lambda r: r["ratings"])
+        if not rows:
+            continue
+        n = [r["ratings"] for r in rows]
+        ax_t.plot(n, [r["seconds"] / 60 for r in rows], marker="o", label=preset)
+        ax_m.plot(n, [r["peak_rss_bytes"] / 1024**3 for r in rows], marker="o", label=preset)
+    for ax, ylabel in ((ax_t, "training time (min)"), (ax_m, "peak RSS (GiB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("ratings")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+        if ax.get_lines():
+            ax.legend()
+    fig.suptitle(f"movierec training on synthetic shapes ({os.cpu_count()} CPUs, {platform.machine()})")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--child", nargs=3, metavar=("SHAPE", "PRESET", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--shapes", default="100k,1m,10m,25m", help=f"comma-separated, of: {', '.join(SHAPES)}")
+    ap.add_argument("--presets", default="best", help="comma-separated preset names")
+    ap.add_argument("--max-minutes", type=float, default=90.0, help="stop a run after this long (recorded as such)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: as movierec train)")
+    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = ap.parse_args(argv)
+    if args.child:
+        shape, preset, out = args.child
+        child(shape, preset, Path(out), args.threads)
+        return 0
+    shapes = [s for s in args.shapes.split(",") if s]
+    unknown = [s for s in shapes if s not in SHAPES]
+    if unknown:
+        ap.error(f"unknown shape(s) {unknown}; choose from {', '.join(SHAPES)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "train.json"
+    previous = json.loads(results_path.read_text()) if results_path.exists() else []
+    records = []
+    for shape in shapes:
+        for preset in [p for p in args.presets.split(",") if p]:
+            rec = run_one(shape, preset, args.out, args.max_minutes, args.threads)
+            print(json.dumps(rec), flush=True)
+            records.append(rec)
+    # keep earlier runs of other (shape, preset) pairs, so shapes can be run one at a time
+    done = {(r["shape"], r["preset"]) for r in records}
+    merged = [r for r in previous if (r["shape"], r["preset"]) not in done] + records
+    merged.sort(key=lambda r: (r["preset"], r["ratings"]))
+    results_path.write_text(json.dumps(merged, indent=2))
+    (args.out / "train.md").write_text(table(merged))
+    plot(merged, args.out / "train.png")
+    print(table(merged))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
