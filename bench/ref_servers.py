@@ -63,14 +63,52 @@ class Echo(pb_grpc.RecommenderServiceServicer):
         return pb.RecommendResponse(model_version="echo", recommendations=lists)
 
 
-async def serve(kind: str, artifact: Path | None, device: str, torch_threads: int = 1) -> None:
+async def serve(kind: str, artifact: Path | None, device: str, torch_threads: int = 1, port: int = 0,
+                workers: int = 1) -> None:  # fmt: skip
     servicer = Naive(artifact, device, torch_threads) if kind == "naive" and artifact else Echo()
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if workers > 1 else 0)])
     pb_grpc.add_RecommenderServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
-    print(f"{kind} serving on 127.0.0.1:{port}", file=sys.stderr, flush=True)
+    if workers == 1:
+        print(f"{kind} serving on 127.0.0.1:{port}", file=sys.stderr, flush=True)
     await server.wait_for_termination()
+
+
+def serve_workers(kind: str, artifact: Path | None, device: str, torch_threads: int, workers: int) -> None:
+    """`workers` processes on one port (SO_REUSEPORT, forked before any gRPC state), as `serve --workers`."""
+    import os
+    import signal
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    pids = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            asyncio.run(serve(kind, artifact, device, torch_threads, port, workers))
+            os._exit(0)
+        pids.append(pid)
+
+    def stop(*_: object) -> None:
+        for p in pids:
+            os.kill(p, signal.SIGTERM)
+        for p in pids:
+            os.waitpid(p, 0)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    import time
+
+    time.sleep(1.0)  # let every worker bind (a benchmark helper: the first calls are warm-up anyway)
+    print(f"{kind} serving on 127.0.0.1:{port} ({workers} workers)", file=sys.stderr, flush=True)
+    while True:
+        signal.pause()
 
 
 def main() -> None:
@@ -79,8 +117,12 @@ def main() -> None:
     p.add_argument("--artifact", type=Path)
     p.add_argument("--device", default="cpu")
     p.add_argument("--torch-threads", type=int, default=1, help="as `movierec serve --torch-threads` (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
     a = p.parse_args()
-    asyncio.run(serve(a.kind, a.artifact, a.device, a.torch_threads))
+    if a.workers > 1:
+        serve_workers(a.kind, a.artifact, a.device, a.torch_threads, a.workers)
+    else:
+        asyncio.run(serve(a.kind, a.artifact, a.device, a.torch_threads))
 
 
 if __name__ == "__main__":
