@@ -111,3 +111,39 @@ def test_pruned_state_round_trips_and_old_states_load(ratings: Csr) -> None:
     old = build_model(exact.config)
     old.load_state_dict(legacy)
     assert torch.equal(old.scores(x), exact.scores(x))
+
+
+# kNN-baseline at scale: the same chunked sparse products, and a pruned neighbourhood
+
+
+def _knn(m: Csr, max_items: int) -> torch.nn.Module:
+    from movierec.trainer.fit.closed_form import KnnBaselineSolver
+
+    model = build_model(ModelConfig(kind="knn-baseline", n_items=m.n_cols,
+                                    extra={"neighbors": 30, "shrink": 100.0, "l2": 0.1, "max_items": max_items}))
+    KnnBaselineSolver().solve(model, m)
+    return model
+
+
+def test_knn_sparse_solve_matches_dense(ratings: Csr, monkeypatch: pytest.MonkeyPatch) -> None:
+    import movierec.trainer.fit.closed_form as cf
+
+    dense = _knn(ratings, N_ITEMS)  # small: the dense path
+    monkeypatch.setattr(cf, "KNN_DENSE_CELLS", 0)  # force the sparse path over every movie
+    sparse = _knn(ratings, N_ITEMS)
+    assert not sparse.pruned
+    x = torch.from_numpy(ratings.rows(np.arange(200)).densify())
+    assert torch.allclose(sparse.scores(x), dense.scores(x), atol=1e-4)
+
+
+def test_knn_pruned_falls_back_to_the_baseline(ratings: Csr) -> None:
+    model = _knn(ratings, 300)
+    assert model.pruned and model.sim.shape == (300, 300)
+    x = torch.from_numpy(ratings.rows(np.arange(100)).densify())
+    base, _ = model.baseline(x)
+    others = np.setdiff1d(np.arange(N_ITEMS), model.kept.numpy())
+    out = model.scores(x)
+    assert torch.equal(out[:, others], base[:, others])
+    fresh = build_model(model.config)
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh.scores(x), out)

@@ -158,8 +158,16 @@ def stage_bytes(model: ModelConfig, train: TrainConfig, shape: Shape) -> tuple[i
         need = 4 * k * k * F64 + u * 512 * F32 * 2 + 1024 * n * F32 * 3
         return data + need, "lower the ranking model's max_items (--config '{\"ranking_model\": {\"extra\": {\"max_items\": N}}}')"
     if kind == "knn-baseline":
+        from movierec.core.models.knn_baseline import KNNBaselineSettings
+        from movierec.trainer.fit.closed_form import KNN_DENSE_CELLS
+
+        ks = KNNBaselineSettings.parse(extra, "knn-baseline")
+        option = "lower the kNN-baseline member's max_items or train a preset without it (e.g. --preset iautorec or bpmf)"
+        if ks.max_items > 0 and (n > ks.max_items or u * n > KNN_DENSE_CELLS):
+            k = min(n, ks.max_items)  # sparse products over k movies: ~7 k x k float64 matrices and a column chunk
+            return data + 7 * k * k * F64 + u * 256 * F64 * 2, option
         # dense residual and mask matrices (users x movies, float64) and ~7 movies x movies float64 matrices
-        return data + 2 * u * n * F64 + 7 * n * n * F64, "train a preset without the kNN-baseline (e.g. --preset iautorec or bpmf)"
+        return data + 2 * u * n * F64 + 7 * n * n * F64, option
     train = train.for_shape(u, n)
     if kind == "iautorec":
         d = model.hidden[0] if model.hidden else 500

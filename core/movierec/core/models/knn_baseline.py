@@ -23,6 +23,9 @@ class KNNBaselineSettings(FamilySettings):
     power: float = 1.0
     neighbors: int = 100
     bias_steps: int = 10
+    # > 0: on a catalog of more movies than this, only the `max_items` most rated movies get neighbours (among
+    # themselves); the others are predicted by the baseline alone. 0: every movie.
+    max_items: int = 0
 
 
 class KNNBaseline(Recommender):
@@ -35,6 +38,9 @@ class KNNBaseline(Recommender):
         r_ui = b_ui + sum_j s_ij e_uj / (sum_j s_ij + l2),   j over the user's rated neighbours of i,
     so users with few rated neighbours of i are shrunk toward the baseline (`l2`). Everything depends on the
     input row only (b_u is recomputed from it given the item biases), so new users fold in exactly.
+
+    Pruned (fewer `kept` movies than the catalog, see `max_items`): `sim` is k x k over the kept movies; the
+    neighbourhood term uses the user's kept movies only, and a movie outside them gets b_ui.
     """
 
     orientation = "user"
@@ -43,6 +49,7 @@ class KNNBaseline(Recommender):
     mu: torch.Tensor
     item_bias: torch.Tensor
     sim: torch.Tensor
+    kept: torch.Tensor  # [k] the movies `sim` covers (every movie unless pruned)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -60,11 +67,28 @@ class KNNBaseline(Recommender):
         self.register_buffer("mu", torch.zeros(()))
         self.register_buffer("item_bias", torch.zeros(n))
         self.register_buffer("sim", torch.zeros(n, n))
+        self.register_buffer("kept", torch.arange(n))
+        self.max_items = ex.max_items
+
+    @property
+    def pruned(self) -> bool:
+        return self.kept.numel() < self.config.n_items
+
+    def set_kept(self, kept: torch.Tensor) -> None:
+        """Resize `sim` to the movies `kept` (zeros; the solver fills it)."""
+        dev = self.sim.device
+        k = int(kept.numel())
+        self.sim = torch.zeros(k, k, device=dev)
+        self.kept = kept.to(dev, torch.int64)
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
     ) -> None:
         drop_legacy_keys(state_dict, prefix, ("dummy",))  # a placeholder parameter older artifacts carry
+        state_dict.setdefault(prefix + "kept", torch.arange(self.config.n_items))  # older artifacts: not pruned
+        k = int(state_dict[prefix + "kept"].numel())
+        if k != self.kept.numel():
+            self.set_kept(torch.zeros(k, dtype=torch.int64))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def baseline(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,6 +101,11 @@ class KNNBaseline(Recommender):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base, rated = self.baseline(x)
         e = (x - base) * rated
+        if self.pruned:
+            ek, rk = e[:, self.kept], rated[:, self.kept]
+            out = base.clone()
+            out[:, self.kept] += (ek @ self.sim.T) / (rk @ self.sim.T + self.l2)
+            return out
         return base + (e @ self.sim.T) / (rated @ self.sim.T + self.l2)
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:

@@ -101,16 +101,19 @@ def gram_columns(m: Csr, left: np.ndarray, right: np.ndarray, device: torch.devi
     and `right` (in `m`'s storage order): a sparse product with `GRAM_CHUNK` dense columns of B at a time,
     so nothing users x movies is ever dense. Integer-valued entries are summed exactly."""
     n = m.n_cols
-    t = Csr(m.indptr, m.indices, right.astype(np.float32), n).transpose()  # movies x users, B's rows
     r, c, _ = m.to_coo()
     a_t = _csr_tensor(c, r, left, (n, m.n_rows), device)  # A' as a sparse CSR tensor
+    by_col = np.lexsort((r, c))  # B's entries column by column (B' in CSR order), values kept in float64
+    col_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(c, minlength=n), out=col_ptr[1:])
+    right64 = np.asarray(right, dtype=np.float64)
     out = torch.empty(n, n, dtype=torch.float64, device=device)
     for s in range(0, n, GRAM_CHUNK):
-        rows = np.arange(s, min(s + GRAM_CHUNK, n))
-        b = torch.zeros(rows.size, m.n_rows, dtype=torch.float64, device=device)
-        rr, cc, vv = t.rows(rows).to_coo()
-        b[torch.from_numpy(rr).to(device), torch.from_numpy(cc).to(device)] = torch.from_numpy(vv).to(device, torch.float64)
-        out[:, s : s + rows.size] = a_t @ b.T
+        e = min(s + GRAM_CHUNK, n)
+        at = by_col[col_ptr[s] : col_ptr[e]]
+        b = torch.zeros(e - s, m.n_rows, dtype=torch.float64, device=device)
+        b[torch.from_numpy(c[at] - s).to(device), torch.from_numpy(r[at]).to(device)] = torch.from_numpy(right64[at]).to(device)
+        out[:, s:e] = a_t @ b.T
     return out
 
 
@@ -120,6 +123,9 @@ def _csr_tensor(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: t
         warnings.simplefilter("ignore", UserWarning)  # torch flags sparse CSR as beta
         coo = torch.sparse_coo_tensor(index, torch.from_numpy(values.astype(np.float64)), shape, check_invariants=False)
         return coo.coalesce().to_sparse_csr().to(device)
+
+
+KNN_DENSE_CELLS = 50_000_000  # users x movies up to which the kNN solve uses dense float64 matrices (as always)
 
 
 class KnnBaselineSolver(Solver):
@@ -145,16 +151,34 @@ class KnnBaselineSolver(Solver):
         for _ in range(max(model.bias_steps, 1)):
             bi = np.bincount(c, v - mu - bu[r], minlength=n_i) / (model.reg_item + cnt_i)
             bu = np.bincount(r, v - mu - bi[c], minlength=n_u) / (model.reg_user + cnt_u)
-        e = torch.zeros(n_u, n_i, dtype=torch.float64)
-        m = torch.zeros(n_u, n_i, dtype=torch.float64)
-        rt, ct = torch.from_numpy(r), torch.from_numpy(c)
-        e[rt, ct] = torch.from_numpy(v - mu - bu[r] - bi[c])
-        m[rt, ct] = 1.0
-        num = e.T @ e
-        sq = (e * e).T @ m  # sq[i, j]: sum of e_ui^2 over the users who rated both i and j
+        resid = v - mu - bu[r] - bi[c]
+        if model.max_items > 0 and (n_i > model.max_items or n_u * n_i > KNN_DENSE_CELLS):
+            # sparse products over the most rated movies: no users x movies matrix, k x k similarities
+            cols = np.sort(np.argsort(-cnt_i, kind="stable")[: model.max_items])
+            model.set_kept(torch.from_numpy(cols))
+            pos = np.full(n_i, -1, dtype=np.int64)
+            pos[cols] = np.arange(cols.size)
+            keep = pos[c] >= 0
+            sub = Csr.from_coo(r[keep], pos[c[keep]], np.ones(int(keep.sum())), n_u, cols.size)
+            ek, ones = resid[keep], np.ones(int(keep.sum()))
+            dev = torch.device("cpu")
+            num = gram_columns(sub, ek, ek, dev)
+            sq = gram_columns(sub, ek * ek, ones, dev)  # sq[i, j]: sum of e_ui^2 over the users who rated both
+            common = gram_columns(sub, ones, ones, dev)
+            n_i = cols.size
+        else:
+            e = torch.zeros(n_u, n_i, dtype=torch.float64)
+            m = torch.zeros(n_u, n_i, dtype=torch.float64)
+            rt, ct = torch.from_numpy(r), torch.from_numpy(c)
+            e[rt, ct] = torch.from_numpy(resid)
+            m[rt, ct] = 1.0
+            num = e.T @ e
+            sq = (e * e).T @ m  # sq[i, j]: sum of e_ui^2 over the users who rated both i and j
+            common = m.T @ m
+            del e, m
         den = torch.sqrt(sq * sq.T)
         rho = torch.where(den > 0, num / den.clamp_min(1e-12), torch.zeros_like(num))
-        common = m.T @ m
+        del num, sq, den
         s = rho * common / (common + model.shrink)
         s.fill_diagonal_(0.0)
         s = s.clamp_min(0.0).pow(model.power)
