@@ -114,11 +114,19 @@ def test_killed_torchrun_resumes_to_a_valid_artifact(files: list[str], tmp_path:
     assert not ckpt.exists()
 
 
-def test_nproc_refuses_presets_not_trained_by_gradient_steps(files: list[str], tmp_path: Path, capsys) -> None:
-    assert main(["train", *files, "--preset", "best", "--nproc", "2", "--out", str(tmp_path / "a")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "without --nproc" in err[0] and "'best'" in err[0]
-    assert not (tmp_path / "a").exists()
+def test_nproc_trains_the_default_preset(files: list[str], tmp_path: Path) -> None:
+    """The blend's gradient-trained members train data-parallel; EASE, the kNN-baseline, BPMF and the
+    cold-start hybrids run whole on every rank (said on stderr) and rank 0 writes the artifact."""
+    two = subprocess.run(
+        [sys.executable, "-m", "movierec.cli", "train", *files, "--epochs", "3", "--device", "cpu", "--quiet",
+         "--json", "--nproc", "2", "--out", str(tmp_path / "a")],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )
+    assert two.returncode == 0, two.stderr[-4000:]
+    assert "single-node on every rank (not trained by gradient steps): knn-baseline, bpmf, ease" in two.stderr
+    assert 0 < json.loads(two.stdout)["test_rmse"] < 1.5
+    artifact = load_artifact(tmp_path / "a")
+    assert set(artifact.models) == {"rating", "ranking", "cold-rating", "cold-ranking"}
 
 
 def test_distributed_module_needs_torchrun() -> None:

@@ -82,7 +82,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.add_argument("--nproc", type=int, default=1,
-                   help="train data-parallel on N processes (torchrun, DDP: gloo on CPU, nccl on CUDA)")
+                   help="train data-parallel on N processes (torchrun, DDP: gloo on CPU, nccl on CUDA): the "
+                        "gradient-trained models and ensemble members; closed-form stages (EASE, kNN-baseline, "
+                        "most-popular), BPMF's sampler and the cold-start hybrids stay single-node, run whole on "
+                        "every rank (each rank needs their memory)")
     p.add_argument("--checkpoint-dir", type=Path,
                    help="checkpoint every epoch here (default: <out>.ckpt/; removed once the artifact is written)")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
@@ -233,15 +236,11 @@ def _train_data_parallel(args: argparse.Namespace) -> int:
     import subprocess
 
     from movierec.trainer.config import DEFAULT_PRESET, get_preset
-    from movierec.trainer.distributed import unsupported_reason
     from movierec.trainer.pipeline import resolve_roles
 
     if args.faithful:
         raise CliError("--faithful runs the notebook's loop on one process; drop --nproc")
-    preset = get_preset(args.preset or DEFAULT_PRESET)
-    reason = unsupported_reason(preset.name, (m.kind for m, _ in resolve_roles(preset, _overrides(args)).values()))
-    if reason is not None:
-        raise CliError(reason)
+    resolve_roles(get_preset(args.preset or DEFAULT_PRESET), _overrides(args))  # a bad preset or config: one line
     _training_files(args)  # fetch / materialize the data once, before the ranks start
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
            "-m", "movierec.cli.torchrun_main", *_forwarded_args(args)]
@@ -261,7 +260,7 @@ def _forwarded_args(args: argparse.Namespace) -> list[str]:
                         ("--out", args.out), ("--preset", args.preset), ("--config", args.config),
                         ("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--lr", args.lr),
                         ("--seed", args.seed), ("--device", args.device), ("--checkpoint-dir", args.checkpoint_dir),
-                        ("--threads", args.threads)):
+                        ("--threads", args.threads), ("--memory-limit", args.memory_limit)):
         if value is not None:
             out += [flag, str(value)]
     out += [flag for flag, on in (("--quiet", args.quiet), ("--json", args.json), ("--resume", args.resume)) if on]

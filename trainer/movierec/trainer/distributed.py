@@ -5,7 +5,9 @@
 
 Each rank loads the (sparse) ratings, trains the same model wrapped in DistributedDataParallel on its share
 of every mini-batch of users (gloo on CPU, nccl on CUDA), and takes part in validation on its share of the
-validation users; only rank 0 writes checkpoints and the artifact. Without an initialized process group
+validation users; only rank 0 writes checkpoints and the artifact. Models (and ensemble members) not trained
+by gradient steps -- EASE, the kNN-baseline, most-popular, BPMF's sampler, the cold-start hybrids -- stay
+single-node: every rank runs them whole (`replicated_stages`). Without an initialized process group
 every helper here answers as a single process (rank 0 of 1), so `fit` has one code path.
 """
 
@@ -77,20 +79,28 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
-def unsupported_reason(preset_name: str, kinds: Iterable[str]) -> str | None:
-    """Why a preset whose models are of `kinds` cannot train data-parallel (None when it can).
-
-    Data parallelism applies to models trained by gradient steps in `fit`; closed-form models (EASE,
-    most-popular) and least-squares ensembles (the `ensemble` and `best` presets) are refused.
-    """
+def replicated_stages(kinds: Iterable[str]) -> list[str]:
+    """The model kinds among `kinds` (an ensemble's members included) that do not train data-parallel: they
+    are not trained by gradient steps in `GradientTrainer` (closed-form solves, the Gibbs sampler, the
+    side-information trainer), so every rank runs them whole on one node (same seed, same result) and only
+    rank 0's is kept. Nothing is refused: the gradient-trained models and members train data-parallel."""
+    out: list[str] = []
     for kind in kinds:
-        if model_class(kind).trained_by != "gradient":
-            return (
-                f"preset {preset_name!r} includes model kind {kind!r}, which is not trained by gradient steps; "
-                "--nproc supports classic, deep-ae, dae, mult-dae, mult-vae and iautorec: "
-                f"train {preset_name!r} without --nproc"
-            )
-    return None
+        trained_by = model_class(kind).trained_by
+        if trained_by not in ("gradient", "ensemble") and kind not in out:
+            out.append(kind)
+    return out
+
+
+def stage_kinds(configs: Iterable[Any]) -> list[str]:
+    """The kinds of `configs` (ModelConfigs), an ensemble's members in its place."""
+    kinds: list[str] = []
+    for cfg in configs:
+        if cfg.kind == "ensemble":
+            kinds += [m["model"].get("kind", "autoencoder") for m in cfg.extra.get("members", [])]
+        else:
+            kinds.append(cfg.kind)
+    return kinds
 
 
 def backend_for(device: str | None) -> str:

@@ -150,11 +150,12 @@ def run_training(
     """
     roles = resolve_roles(preset, overrides)
     world, rank = distributed.world_size(), distributed.rank()
-    if world > 1:
-        reason = distributed.unsupported_reason(preset.name, (m.kind for m, _ in roles.values()))
-        if reason is not None:
-            raise ValueError(reason)
     progress = progress and rank == 0
+    if world > 1 and rank == 0:  # a note even with --quiet: where the ranks duplicate work
+        single = distributed.replicated_stages(distributed.stage_kinds(m for m, _ in roles.values()))
+        if single:
+            print(f"data-parallel on {world} ranks; single-node on every rank (not trained by gradient steps): "
+                  f"{', '.join(single)}", file=sys.stderr)
     users = IdMap.from_ids(train_df["user"])
     items = IdMap.from_ids(train_df["item"])
     full = ratings_matrix(train_df, users, items)
