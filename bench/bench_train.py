@@ -67,7 +67,8 @@ def child(shape: str, preset_name: str, out: Path, threads: int | None) -> None:
         seconds=round(time.perf_counter() - t1, 1),
         child_peak_rss_bytes=peak_rss(),
         stages={role: {"kind": r["kind"], "seconds": r["seconds"], "peak_rss_bytes": r.get("peak_rss_bytes", 0),
-                       "epochs_run": r["epochs_run"], "stopped_by_time_budget": r.get("stopped_by_time_budget")}
+                       "epochs_run": r["epochs_run"], "stopped_by_time_budget": r.get("stopped_by_time_budget"),
+                       "parts_seconds": r.get("parts_seconds", {})}
                 for role, r in meta["roles"].items()},  # fmt: skip
         metrics={k: round(v, 4) for k, v in outcome.metrics.items() if isinstance(v, float)},
     )
@@ -107,6 +108,11 @@ def run_one(shape: str, preset: str, out_dir: Path, max_minutes: float, threads:
 ROLE_ORDER = {"rating": 0, "ranking": 1, "cold-rating": 2, "cold-ranking": 3}  # the order they train in
 
 
+def _parts(stage: dict[str, Any]) -> str:
+    parts = {k: v for k, v in stage.get("parts_seconds", {}).items() if v >= 0.5}
+    return f" [{', '.join(f'{k} {v:.0f}' for k, v in parts.items())}]" if parts else ""
+
+
 def _gib(n: float) -> str:
     return f"{n / 1024**3:.2f}"
 
@@ -118,7 +124,7 @@ def table(records: list[dict[str, Any]]) -> str:
     ]
     for r in records:
         roles = sorted(r.get("stages", {}).items(), key=lambda kv: (ROLE_ORDER.get(kv[0], 9), kv[0]))
-        stages = "; ".join(f"{role} ({s['kind']}) {s['seconds']:.0f} / {_gib(s['peak_rss_bytes'])}"
+        stages = "; ".join(f"{role} ({s['kind']}) {s['seconds']:.0f} / {_gib(s['peak_rss_bytes'])}" + _parts(s)
                            for role, s in roles)  # fmt: skip
         m = r.get("metrics", {})
         status = r["status"] if r["status"] != "refused" else f"refused: {r.get('reason', '')}"

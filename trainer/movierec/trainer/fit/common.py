@@ -40,6 +40,7 @@ class FitResult:
     resumed_from: int = 0  # the checkpointed epoch this run continued from (0: started from scratch)
     world_size: int = 1  # data-parallel ranks that trained it
     time_budget_hit: bool = False  # stopped by the training settings' max_seconds
+    parts: dict[str, float] = field(default_factory=dict)  # seconds of each part (an ensemble's members)
 
 
 VALID_K = 10

@@ -46,6 +46,7 @@ class EnsembleTrainer(Trainer):
             # the ensemble's own `epochs` caps its members' (so a quick run of the ensemble is quick)
             tcfg = dataclasses.replace(tcfg, epochs=min(tcfg.epochs, train_config.epochs))
             member_ckpt = checkpoint.member(f"member{i}") if checkpoint is not None else None
+            t_member = time.perf_counter()
             member_result = self._fit_member(
                 train, valid, model.member_configs[i], tcfg, options.progress, member_ckpt
             )
@@ -57,6 +58,7 @@ class EnsembleTrainer(Trainer):
                 # serving state from the fitting data only: validation ratings stay unseen
                 self._trainer_for(fitted).finalize(fitted, train, tcfg)
                 preds.append(predict_pairs(fitted, train, valid, resolve_device(train_config.device)))
+            result.parts[f"member {i + 1} ({model.member_configs[i].kind})"] = round(time.perf_counter() - t_member, 3)
         if valid is not None:
             design = np.column_stack([*preds, np.ones(valid.nnz)]).astype(np.float64)
             weights = np.linalg.lstsq(design, valid.values.astype(np.float64), rcond=None)[0]
