@@ -106,7 +106,9 @@ def test_full_queue_and_expired_deadlines_are_counted_as_drops(make_server: Any,
     after = scrape(url)
     assert value(after, "movierec_requests_dropped_total", reason="queue_full") == 1
     codes = handled(after, METHOD)
-    assert codes.get("RESOURCE_EXHAUSTED") == 1 and codes.get("DEADLINE_EXCEEDED") == 2 and codes.get("OK") == 1
+    assert codes.get("RESOURCE_EXHAUSTED") == 1 and codes.get("OK") == 1
+    # the two expired calls: DEADLINE_EXCEEDED as a rule; CANCELLED if the cancellation came >0.1 s early
+    assert codes.get("DEADLINE_EXCEEDED", 0) + codes.get("CANCELLED", 0) == 2
 
 
 def test_no_metrics_and_no_tracing_unless_asked(make_server: Any) -> None:
