@@ -85,6 +85,7 @@ def run_one(shape: str, preset: str, out_dir: Path, max_minutes: float, threads:
     if threads is not None:
         cmd += ["--threads", str(threads)]
     t0 = time.perf_counter()
+    cpu0 = _children_cpu()
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1])  # the repository root (package bench)
     peak = 0
     deadline = t0 + max_minutes * 60
@@ -101,8 +102,16 @@ def run_one(shape: str, preset: str, out_dir: Path, max_minutes: float, threads:
     record: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {
         "shape": shape, "preset": preset, "ratings": SHAPES[shape][2], "status": f"failed (exit {proc.returncode})"}
     record["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    record["cpu_seconds"] = round(_children_cpu() - cpu0, 1)  # user + system: what a busy machine does not stretch
     record["peak_rss_bytes"] = peak
     return record
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 ROLE_ORDER = {"rating": 0, "ranking": 1, "cold-rating": 2, "cold-ranking": 3}  # the order they train in
@@ -119,8 +128,8 @@ def _gib(n: float) -> str:
 
 def table(records: list[dict[str, Any]]) -> str:
     lines = [
-        "| shape (users x movies, ratings) | preset | status | train s | peak RSS GiB | stages: s / peak GiB | valid RMSE | test RMSE | test NDCG@10 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| shape (users x movies, ratings) | preset | status | train s | CPU s | peak RSS GiB | stages: s / peak GiB [parts s] | valid RMSE | test RMSE | test NDCG@10 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         roles = sorted(r.get("stages", {}).items(), key=lambda kv: (ROLE_ORDER.get(kv[0], 9), kv[0]))
@@ -130,7 +139,8 @@ def table(records: list[dict[str, Any]]) -> str:
         status = r["status"] if r["status"] != "refused" else f"refused: {r.get('reason', '')}"
         lines.append(
             f"| {r['shape']} ({r.get('users', '?')} x {r.get('movies', '?')}, {r['ratings']:,}) | {r['preset']} | {status} "
-            f"| {r.get('seconds', r.get('wall_seconds', 0)):.0f} | {_gib(r.get('peak_rss_bytes', 0))} | {stages} "
+            f"| {r.get('seconds', r.get('wall_seconds', 0)):.0f} | {r.get('cpu_seconds', float('nan')):.0f} "
+            f"| {_gib(r.get('peak_rss_bytes', 0))} | {stages} "
             f"| {m.get('valid_rmse', float('nan')):.4f} | {m.get('test_rmse', float('nan')):.4f} "
             f"| {m.get('test_ndcg@10', float('nan')):.4f} |"
         )

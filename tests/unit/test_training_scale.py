@@ -20,8 +20,17 @@ def test_large_settings_switch_on_by_size_only() -> None:
     assert small is IAUTOREC.train
     large = IAUTOREC.train.for_shape(6_040, 3_706)  # the ml-1m shape: mini-batches of movies with Adam
     assert (large.optimizer, large.batch_size, large.lr, large.patience) == ("adam", 128, 1e-3, 4)
-    assert large.extra == {"l2": 3e-3} and large.epochs == IAUTOREC.train.epochs
+    assert large.extra == {"l2": 3e-3, "max_seconds": 120.0} and large.epochs == IAUTOREC.train.epochs
     assert TrainConfig().for_shape(10**6, 10**6) == TrainConfig()  # no large settings: itself
+
+
+def test_every_gradient_trained_model_of_the_default_preset_is_budgeted_on_large_data() -> None:
+    roles = resolve_roles(get_preset("best"), None)
+    configs = [TrainConfig.from_dict(m["train"]) for m in roles["rating"][0].extra["members"][:2]]
+    configs += [roles["cold-rating"][1], roles["cold-ranking"][1]]
+    for cfg in configs:
+        assert cfg.for_shape(943, 1_682) is cfg  # ml-100k: untouched
+        assert 0 < cfg.for_shape(6_040, 3_706).settings.max_seconds <= 120
 
 
 def test_ensemble_member_keeps_the_large_settings() -> None:

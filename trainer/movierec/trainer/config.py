@@ -120,8 +120,14 @@ CLASSIC = Preset(
 # movies x users matrix per step for ~300 steps (~9 min on the ml-1m shape): it trains in mini-batches of
 # movies with Adam instead, early-stops sooner and the ensemble's full-batch refit is skipped (README,
 # "Scaling out: training").
-IAUTOREC_LARGE = {"optimizer": "adam", "lr": 1e-3, "batch_size": 128, "patience": 4}
-IAUTOREC_LARGE_ABOVE = 4_000_000
+# Every gradient-trained model also gets a training time budget on large data (max_seconds: it stops after the
+# first epoch past it, keeping its best epoch), so a preset's time is bounded by its data, not by how slowly
+# validation stops improving; below the threshold nothing changes.
+LARGE_ABOVE = 4_000_000
+MEMBER_SECONDS = 120.0
+IAUTOREC_LARGE = {"optimizer": "adam", "lr": 1e-3, "batch_size": 128, "patience": 4,
+                  "extra": {"max_seconds": MEMBER_SECONDS}}
+IAUTOREC_LARGE_ABOVE = LARGE_ABOVE
 IAUTOREC = Preset(
     name="iautorec",
     description="I-AutoRec: item-based autoencoder, 500 sigmoid units, masked MSE + L2, full-batch Rprop (rating model)",
@@ -141,7 +147,9 @@ DEEP_AE = Preset(
     description="Deep user autoencoder 256-128-256, SELU, code dropout 0.5, dense re-feeding (rating model)",
     model=ModelConfig(hidden=(256, 128, 256), activation="selu", output_activation="identity", dropout=0.5),
     train=TrainConfig(
-        epochs=200, batch_size=64, optimizer="adam", lr=6e-4, patience=15, dense_refeed=True, extra={"l2": 1e-3}
+        epochs=200, batch_size=64, optimizer="adam", lr=6e-4, patience=15, dense_refeed=True,
+        extra={"l2": 1e-3, "large_above": LARGE_ABOVE,
+               "large": {"batch_size": 256, "lr": 1e-3, "patience": 5, "extra": {"max_seconds": MEMBER_SECONDS}}},
     ),
 )
 
@@ -285,7 +293,11 @@ ENSEMBLE = Preset(
 
 # Cold start (README, "Cold start"): hybrid autoencoders that read user profiles and movie metadata besides
 # ratings, trained DropoutNet-style (movierec.trainer.fit.side); model selection on cold validation users.
-SIDE_TRAIN = TrainConfig(epochs=200, batch_size=128, optimizer="adam", lr=1e-3, patience=30)
+SIDE_TRAIN = TrainConfig(
+    epochs=200, batch_size=128, optimizer="adam", lr=1e-3, patience=30,
+    extra={"large_above": LARGE_ABOVE,
+           "large": {"batch_size": 256, "patience": 10, "extra": {"max_seconds": MEMBER_SECONDS / 2}}},
+)
 COLD_RATING = ModelConfig(kind="hybrid-rating", hidden=(128,), activation="tanh", extra={"dim": 64, "count_prior": 30.0})
 COLD_RANKING = ModelConfig(
     kind="hybrid-ranking", hidden=(128,), activation="tanh", extra={"dim": 64, "count_prior": 30.0, "like_threshold": 4.0}

@@ -140,6 +140,7 @@ class SideTrainer(Trainer):
         if run.side is None:
             raise ValueError(f"model kind {run.model_config.kind!r} needs user and movie features (side data)")
         cfg, device, generator = run.train_config, run.device, run.generator
+        cfg = cfg.for_shape(run.train.n_rows, run.train.n_cols)  # its `large` settings on large data
         s = model.settings
         side = run.side
         with torch.no_grad():
@@ -170,13 +171,16 @@ class SideTrainer(Trainer):
                 keep = (torch.rand(model.movie_keep.shape[0], generator=generator) >= s.movie_drop).float()
                 model.movie_keep.copy_(keep.to(device))
                 optimizer.zero_grad(set_to_none=True)
-                out = model.scores_side(x_in, u_in, x.new_zeros(0, s.n_item_features))
-                if ranking:
+                outs = model.member_scores(x_in, u_in, x.new_zeros(0, s.n_item_features))
+                if ranking:  # each member fits on its own; the model averages them
                     target = x >= s.like_threshold if s.like_threshold > 0 else x
                     liked_rows = (target != 0).any(dim=1)
-                    loss, n = multinomial_nll(out[liked_rows], target[liked_rows].float()), int(liked_rows.sum())
+                    y = target[liked_rows].float()
+                    loss = torch.stack([multinomial_nll(o[liked_rows], y) for o in outs]).mean()
+                    n = int(liked_rows.sum())
                 else:
-                    loss, n = masked_mse(out, x)
+                    fits = [masked_mse(o, x) for o in outs]
+                    loss, n = torch.stack([f[0] for f in fits]).mean(), fits[0][1]
                 if n == 0:
                     continue
                 total = loss + (0.5 * l2 * sum((p * p).sum() for p in model.parameters() if p.dim() >= 2) if l2 else 0.0)
