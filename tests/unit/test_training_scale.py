@@ -60,11 +60,12 @@ def test_iautorec_trains_in_mini_batches_above_the_threshold_and_skips_the_refit
 
 
 def test_time_budget_stops_after_the_epoch_that_crosses_it() -> None:
-    m, model_cfg, train_cfg = _iautorec(200, max_seconds=1e-9)  # every epoch takes longer than this
+    m, model_cfg, train_cfg = _iautorec(200, max_seconds=1e-9, large_above=1_000, large={"optimizer": "adam", "batch_size": 16})
     valid = synthetic_csr(200, 60, 600, seed=2)
-    result = fit(m, valid, model_cfg, train_cfg, progress=False)
+    result = fit(m, valid, model_cfg, train_cfg, progress=False)  # every step takes longer than the budget
     assert len(result.history) == 1 and result.stopped_early and result.time_budget_hit
     assert result.best_epoch == 1
+    assert result.model.steps_taken() == 1  # out of time mid-epoch: one step (every epoch trains at least one)
 
 
 def test_single_node_stages_of_the_default_preset() -> None:

@@ -101,7 +101,10 @@ class GradientTrainer(Trainer):
             net.train()  # the DDP wrapper and the model
             order = rows_all[torch.randperm(rows_all.size, generator=generator).numpy()]
             loss_sum, count = 0.0, 0
+            budget = train_config.settings.max_seconds
             for b in range(0, order.size, train_config.batch_size):
+                if budget and world == 1 and b > 0 and time.perf_counter() - start > budget:
+                    break  # out of time mid-epoch (one process): validate what was trained, then stop
                 batch = order[b : b + train_config.batch_size]
                 rows = batch[rank::world]
                 padded = rows.size == 0  # fewer rows than ranks: take part with a zero-weight row
@@ -187,8 +190,10 @@ class GradientTrainer(Trainer):
                     best_state,
                     rank,
                 )
-            budget = train_config.settings.max_seconds
-            if budget and time.perf_counter() - start > budget and not result.stopped_early:
+            over = bool(budget) and time.perf_counter() - start > budget
+            if budget and world > 1:  # every rank takes the same decision
+                over = distributed.all_reduce_sum([float(over)])[0] > 0
+            if over and not result.stopped_early:
                 result.stopped_early = result.time_budget_hit = True
             if result.stopped_early:
                 break

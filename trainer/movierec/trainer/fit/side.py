@@ -164,6 +164,8 @@ class SideTrainer(Trainer):
             order = rows_all[torch.randperm(rows_all.size, generator=generator).numpy()]
             loss_sum, count = 0.0, 0
             for start in range(0, order.size, cfg.batch_size):
+                if cfg.settings.max_seconds and start > 0 and time.perf_counter() - start_all > cfg.settings.max_seconds:
+                    break  # out of time mid-epoch: validate what was trained, then stop
                 rows = order[start : start + cfg.batch_size]
                 x = dense_batch(train, rows, device)
                 when = dense_batch(side.order, rows, device) if side.order is not None else None
