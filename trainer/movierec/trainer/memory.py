@@ -154,8 +154,8 @@ def stage_bytes(model: ModelConfig, train: TrainConfig, shape: Shape) -> tuple[i
 
         s = EASESettings.parse(extra, "ease")
         k = min(n, s.max_items) if s.max_items > 0 else n
-        # Gram, its inverse, C and B in float64, a column chunk of the design matrix, the scores of a batch
-        need = 4 * k * k * F64 + u * 512 * F32 * 2 + 1024 * n * F32 * 3
+        # cached X'X and X'Y, a copy, the inverse, C (float64) and B; a column chunk; the scores of a batch
+        need = 6 * k * k * F64 + u * 256 * F64 * 2 + 1024 * n * F32 * 3
         return data + need, "lower the ranking model's max_items (--config '{\"ranking_model\": {\"extra\": {\"max_items\": N}}}')"
     if kind == "knn-baseline":
         from movierec.core.models.knn_baseline import KNNBaselineSettings

@@ -6,7 +6,10 @@ from __future__ import annotations
 import math
 import time
 import warnings
+import weakref
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +25,9 @@ Settings = dict[str, float]
 
 class Solver(ABC):
     """How one closed-form family is solved: its candidate settings, and the solve itself."""
+
+    def clear(self) -> None:  # noqa: B027 (nothing cached by default)
+        """Drop what was cached across the solves of one grid (called when the grid is done)."""
 
     def grid(self, model: Recommender) -> list[Settings]:
         """Settings to try, in order (the first best one wins); [{}] when there is nothing to choose."""
@@ -52,9 +58,25 @@ class EaseSolver(Solver):
         model.l2 = float(settings["l2"])
         model.like_threshold = float(settings["like_threshold"])
 
+    def __init__(self) -> None:
+        self._source: weakref.ref[Csr] | None = None
+        self._cache: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def _cached(self, source: Csr, key: tuple[Any, ...], make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if self._source is None or self._source() is not source:
+            self.clear()
+            self._source = weakref.ref(source)
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def clear(self) -> None:
+        self._source, self._cache = None, {}
+
     def solve(self, model: Recommender, train: Csr) -> None:
         assert isinstance(model, EASE)
         dev = model.weights.device
+        source = train
         n = model.config.n_items
         cols = np.arange(n)
         if 0 < model.max_items < n:  # pruned: the max_items most rated movies (ties: the lower index)
@@ -68,12 +90,16 @@ class EaseSolver(Solver):
             y_values = np.where(liked, train.values - model.like_threshold + 1, 0.0)
         else:
             y_values = liked.astype(np.float64)
-        gram = gram_columns(train, np.ones(train.nnz), np.ones(train.nnz), dev)
+        ones = np.ones(train.nnz)
+        # X'X (and X'Y per target and threshold) do not depend on l2: computed once per matrix and grid
+        gram = self._cached(source, ("xx", k), lambda: gram_columns(train, ones, ones, dev)).clone()
         gram.diagonal().add_(model.l2)
         p = torch.linalg.inv(gram)
         del gram
         if model.target in ("liked", "graded"):
-            cmat = p @ gram_columns(train, np.ones(train.nnz), y_values, dev)
+            xty = self._cached(source, ("xy", k, model.target, model.like_threshold),
+                               lambda: gram_columns(train, ones, y_values, dev))  # fmt: skip
+            cmat = p @ xty
         else:
             cmat = p * -model.l2  # P X'X = I - l2 P
             cmat.diagonal().add_(1.0)
@@ -247,6 +273,7 @@ class ClosedFormTrainer(Trainer):
         solver.apply(model, settings)
         if len(grid) > 1:
             solver.solve(model, train)  # the last solve was another candidate's
+        solver.clear()
         model.eval()
         result.best_epoch = best_i + 1
         if valid is not None:
@@ -259,4 +286,6 @@ class ClosedFormTrainer(Trainer):
         return result
 
     def finalize(self, model: Recommender, full: Csr, train_config: TrainConfig) -> None:
-        solver_for(model).solve(model, full)
+        solver = solver_for(model)
+        solver.solve(model, full)
+        solver.clear()
