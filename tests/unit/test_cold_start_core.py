@@ -48,7 +48,8 @@ def test_schema_vocabulary_and_encoding_treat_unknown_values_as_unknown() -> Non
     )
     schema = FeatureSchema.build(train, movies, min_word_count=2)
     assert schema.user_features == (
-        "gender:F", "gender:M", "age:18-24", "age:35-44", "occupation:engineer", "occupation:student", "zip:5",
+        "gender:F", "gender:M", "age:18-24", "age:35-44", "segment:F|18-24", "segment:M|35-44",
+        "occupation:engineer", "occupation:student", "zip:5",
     )  # fmt: skip
     assert schema.values("occupation") == ["engineer", "student"]
     assert schema.item_features == (
@@ -59,7 +60,7 @@ def test_schema_vocabulary_and_encoding_treat_unknown_values_as_unknown() -> Non
         {},
     ]))  # fmt: skip
     names = np.array(schema.user_features)
-    assert names[users[0] == 1].tolist() == ["gender:F", "age:18-24", "zip:5"]
+    assert names[users[0] == 1].tolist() == ["gender:F", "age:18-24", "segment:F|18-24", "zip:5"]
     assert not users[1].any()
     items = schema.encode_items(MovieTable(np.array([9]), ["A Love Story (2010)"], np.array([2010]), [["Western", "Comedy"]]))
     assert np.array(schema.item_features)[items[0] == 1].tolist() == ["genre:Comedy", "word:love", "word:story"]
@@ -260,3 +261,22 @@ def test_corruption_hides_ratings_profiles_and_keeps_first_ratings() -> None:
     when = torch.tensor([[2.0, 1, 3, 0, 4, 5]] * 4)
     x_in, u_in = _corrupt(x, users, model, gen, when)  # type: ignore[arg-type]
     assert torch.equal(x_in, torch.tensor([[0.0, 4, 0, 0, 0, 0]] * 4)) and not u_in.any()
+
+
+def test_segment_prior_rows_follow_the_users_segment() -> None:
+    from movierec.core.config import ModelConfig
+    from movierec.core.models import build_model
+
+    cfg = ModelConfig(kind="hybrid-ranking", n_items=3, hidden=(4,), extra={
+        "n_user_features": 3, "n_item_features": 1, "dim": 4, "n_segments": 2, "prior_weight": 1.0})  # fmt: skip
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        model.segment_columns.copy_(torch.tensor([1, 2]))
+        model.segment_prior.copy_(torch.tensor([[-1.0, -2, -3], [-4, -5, -6], [-7, -8, -9]]))
+    users = torch.tensor([[1.0, 0, 1], [0, 1, 0], [1, 0, 0]])  # segment 2, segment 1, none (overall row)
+    assert model.prior(users, 0).tolist() == [[-4, -5, -6], [-1, -2, -3], [-7, -8, -9]]
+    assert model.prior(users[:1], 2).tolist() == [[-4, -5, -6, -6, -6]]  # added movies: an unrated movie's
+    x = torch.zeros(3, 3)
+    with_prior = model.scores_side(x, users, torch.zeros(0, 1))
+    model.prior_weight.fill_(0.0)
+    assert torch.allclose(with_prior - model.scores_side(x, users, torch.zeros(0, 1)), model.prior(users, 0))

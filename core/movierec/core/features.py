@@ -6,7 +6,8 @@ feature column, `field:value`, for example `gender:F`, `age:25-34`, `occupation:
 never saw (an occupation, a genre, a title word) simply sets no column: it is treated as unknown, never an
 error. Everything is vectorized over users / movies (pandas maps and explodes, no loop per row).
 
-Users:  gender (F/M), ml-1m's seven age groups, occupation, first zip digit (US ZIP region).
+Users:  gender (F/M), ml-1m's seven age groups, their cross (the demographic segment, e.g. `segment:F|25-34`),
+        occupation, first zip digit (US ZIP region).
 Movies: genres, release decade, title words (the most frequent words of the training catalog).
 """
 
@@ -55,6 +56,14 @@ def title_words(titles: pd.Series) -> pd.Series:
     clean = titles.fillna("").astype(str).str.replace(_YEAR_SUFFIX, "", regex=True).str.lower()
     words = clean.str.findall(_WORD)
     return words.map(lambda ws: [w for w in ws if w not in _STOP])
+
+
+def _segments(profiles: Profiles) -> npt.NDArray[np.object_]:
+    """"F|25-34" etc. where both gender and age are given, else ""."""
+    groups = age_group(profiles.age)
+    both = (profiles.gender != "") & (groups != "")
+    joined = pd.Series(profiles.gender, dtype=object) + "|" + pd.Series(groups, dtype=object)
+    return np.where(both, joined.to_numpy(dtype=object), "")
 
 
 @dataclass(frozen=True)
@@ -202,7 +211,7 @@ class FeatureSchema:
     def values(self, kind: str) -> list[str]:
         """The known values of one field, e.g. values("occupation") or values("genre")."""
         prefix = kind + ":"
-        names = self.user_features if kind in ("gender", "age", "occupation", "zip") else self.item_features
+        names = self.user_features if kind in ("gender", "age", "segment", "occupation", "zip") else self.item_features
         return [n[len(prefix) :] for n in names if n.startswith(prefix)]
 
     @classmethod
@@ -221,6 +230,8 @@ class FeatureSchema:
             user += [f"gender:{g}" for g in GENDERS if (profiles.gender == g).any()]
             groups = set(age_group(profiles.age).tolist())
             user += [f"age:{a}" for a in AGE_GROUPS if a in groups]
+            segments = set(_segments(profiles).tolist())
+            user += [f"segment:{g}|{a}" for g in GENDERS for a in AGE_GROUPS if f"{g}|{a}" in segments]
             user += [f"occupation:{o}" for o in sorted(set(profiles.occupation.tolist()) - {""})]
             regions = {z[0] for z in profiles.zip.tolist() if z[:1].isdigit()}
             user += [f"zip:{d}" for d in sorted(regions)]
@@ -246,6 +257,7 @@ class FeatureSchema:
         fields = (
             ("gender", profiles.gender),
             ("age", age_group(profiles.age)),
+            ("segment", _segments(profiles)),
             ("occupation", profiles.occupation),
             ("zip", zip_region),
         )

@@ -115,7 +115,8 @@ def side_data(
     if known is not None:
         stored = prof.to_frame()
         stored.insert(0, "user", users.raw)
-    return schema, SideData(schema.encode_users(prof), item_rows), stored
+    segments = np.array([i for i, name in enumerate(schema.user_features) if name.startswith("segment:")], np.int64)
+    return schema, SideData(schema.encode_users(prof), item_rows, segment_columns=segments), stored
 
 
 RANKING_DESCRIPTIONS = {
@@ -178,6 +179,8 @@ def run_training(
         if uses_side:
             extra.update(n_user_features=schema.n_user_features, n_item_features=schema.n_item_features,
                          global_mean=float(full.values.mean()) if full.nnz else 0.0)  # fmt: skip
+            if model_class(model_cfg.kind).objective == "ranking" and side.segment_columns is not None:
+                extra["n_segments"] = int(side.segment_columns.size)
         model_cfg = dataclasses.replace(model_cfg, n_items=len(items), extra=extra)
         valid_mask = holdout_mask(train_df["user"].to_numpy(np.int64), train_cfg.valid_fraction, train_cfg.seed)
         fit_train = ratings_matrix(train_df[~valid_mask], users, items)

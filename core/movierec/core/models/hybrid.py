@@ -46,33 +46,22 @@ class HybridSettings(FamilySettings):
     profile_drop: float = 0.2  # share of rows trained without their profile (ratings alone)
     movie_drop: float = 0.2  # share of movies whose free vectors are hidden in a step (metadata alone)
     input_dropout: float = 0.5  # of the ratings the remaining (full) rows keep
+    networks: int = 1  # networks trained side by side and averaged
+    n_segments: int = 0  # ranking models: user-feature columns that are demographic segments (segment prior)
+    prior_weight: float = 0.0  # the segment prior's weight, chosen on the cold validation users by the trainer
+    wide: bool = False  # a direct user-feature x movie path (wide & deep): segment tastes without the code
     count_prior: float = 0.0  # inputs are scaled by 1 / sqrt(n_rated + count_prior): few ratings, small steps
     like_threshold: float = 0.0  # ranking models: > 0 = learn to rank the movies rated at least this high
     global_mean: float = 3.5  # rating models: predictions are offsets from it (filled by the trainer)
 
 
-class HybridAE(Recommender):
-    """The shared network; `HybridRating` and `HybridRanking` are the families."""
+class _Network(nn.Module):
+    """One hybrid network (the module docstring's formula); `HybridAE` averages `networks` of them."""
 
-    orientation = "user"
-    sparse_input = False
-    side_information = True
-    trained_by = "side_gradient"
-    rating_input = False  # whether the input carries centered rating values besides which movies were rated
-    item_features: torch.Tensor  # buffer [n_items, n_item_features]: the trained movies' features
-    movie_keep: torch.Tensor  # buffer [n_items]: 1, or 0 where training hides a movie's free vectors
-
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, s: HybridSettings, channels: int) -> None:
         super().__init__()
-        config.validate()
-        self.config = config
-        self.settings = HybridSettings.parse(config.extra, f"model kind {config.kind!r}")
-        s = self.settings
         n, d, nf, nu = config.n_items, s.dim, s.n_item_features, s.n_user_features
         hidden = config.hidden[0] if config.hidden else d
-        self.register_buffer("item_features", torch.zeros(n, nf))
-        self.register_buffer("movie_keep", torch.ones(n))  # training: 0 hides a movie's free vectors
-        channels = 2 if self.rating_input else 1
         self.in_free = nn.Parameter(torch.randn(channels, n, d) * (1.0 / math.sqrt(d)))
         self.in_meta = nn.Parameter(torch.zeros(channels, nf, d))
         self.user_in = nn.Parameter(torch.zeros(nu, d))
@@ -85,49 +74,121 @@ class HybridAE(Recommender):
         self.bias_free = nn.Parameter(torch.zeros(n))
         self.bias_meta = nn.Parameter(torch.zeros(nf))
         self.bias_default = nn.Parameter(torch.zeros(()))
+        # wide part: user features x movies, again a free part per trained movie plus a metadata part
+        self.wide_free = nn.Parameter(torch.zeros(nu if s.wide else 0, n))
+        self.wide_meta = nn.Parameter(torch.zeros(nu if s.wide else 0, nf))
         self.act = activation(config.activation)
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        self.global_mean = s.global_mean  # inputs are centered on it; rating models predict offsets from it
-        self.offset = s.global_mean if self.objective == "rating" else 0.0
+        self.count_prior = s.count_prior
 
-    # -- movie vectors ---------------------------------------------------------------------------------
-    def _movie_vectors(
-        self, added: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(input weights [channels, n + m, d], output vectors [n + m, d], biases [n + m])."""
-        keep = self.movie_keep
-        feats = self.item_features
-        m = 0 if added is None else int(added.shape[0])
+    def movie_vectors(
+        self, feats: torch.Tensor, keep: torch.Tensor, m: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input weights [channels, n + m, d], output vectors [n + m, d], biases [n + m], wide weights
+        [n_user_features, n + m] (0 rows without a wide part)) for `feats` [n + m, nf] whose last m rows are
+        movies added after training (no free vectors: metadata only) and `keep` [n + m] (0: free hidden)."""
         free_in: torch.Tensor = self.in_free
         free_out: torch.Tensor = self.out_free
         free_bias: torch.Tensor = self.bias_free
-        if m:  # added movies: no free vectors, metadata only
-            assert added is not None
-            feats = torch.cat([feats, added])
-            keep = torch.cat([keep, keep.new_zeros(m)])
+        free_wide: torch.Tensor = self.wide_free
+        if m:
             c, _, d = free_in.shape
             free_in = torch.cat([free_in, free_in.new_zeros(c, m, d)], dim=1)
             free_out = torch.cat([free_out, free_out.new_zeros(m, d)])
             free_bias = torch.cat([free_bias, free_bias.new_zeros(m)])
+            free_wide = torch.cat([free_wide, free_wide.new_zeros(free_wide.shape[0], m)], dim=1)
         w_in = free_in * keep[None, :, None] + torch.einsum("nf,cfd->cnd", feats, self.in_meta)
         v_out = free_out * keep[:, None] + feats @ self.out_meta + self.out_default
         bias = free_bias * keep + feats @ self.bias_meta + self.bias_default
-        return w_in, v_out, bias
+        wide = free_wide * keep[None, :] + self.wide_meta @ feats.T
+        return w_in, v_out, bias, wide
 
-    def _encode_input(self, x: torch.Tensor, w_in: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, centered: torch.Tensor | None, users: torch.Tensor, feats: torch.Tensor,
+        keep: torch.Tensor, m: int,
+    ) -> torch.Tensor:  # fmt: skip
+        w_in, v_out, bias, wide = self.movie_vectors(feats, keep, m)
         rated = (x != 0).to(x.dtype)
-        norm = (rated.sum(dim=1, keepdim=True) + self.settings.count_prior).clamp(min=1.0).rsqrt()
+        norm = (rated.sum(dim=1, keepdim=True) + self.count_prior).clamp(min=1.0).rsqrt()
         code = (rated * norm) @ w_in[0]
-        if self.rating_input:
-            centered = (x - self.global_mean) * rated * norm
-            code = code + centered @ w_in[1]
-        return code
+        if centered is not None:
+            code = code + (centered * norm) @ w_in[1]
+        code = self.act(code + users @ self.user_in + self.in_bias)
+        h = self.act(self.hidden(self.dropout(code)))
+        out = self.out_proj(h) @ v_out.T + bias
+        return out + users @ wide if wide.shape[0] else out
+
+
+class HybridAE(Recommender):
+    """`networks` hybrid networks (`_Network`), trained side by side and averaged: with the few cold
+    validation users a single network's fit varies a lot with its seed; the average varies less."""
+
+    orientation = "user"
+    sparse_input = False
+    side_information = True
+    trained_by = "side_gradient"
+    rating_input = False  # whether the input carries centered rating values besides which movies were rated
+    item_features: torch.Tensor  # buffer [n_items, n_item_features]: the trained movies' features
+    movie_keep: torch.Tensor  # buffer [n_items]: 1, or 0 where training hides a movie's free vectors
+    segment_columns: torch.Tensor  # buffer [n_segments]: the user-feature columns of the segments
+    segment_prior: torch.Tensor  # buffer [n_segments + 1, n_items]: log P(movie | segment); last: overall
+    prior_weight: torch.Tensor  # buffer []: the segment prior's weight (ranking models; 0 = off)
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.settings = HybridSettings.parse(config.extra, f"model kind {config.kind!r}")
+        s = self.settings
+        if s.networks < 1:
+            raise ValueError(f"model kind {config.kind!r}: networks must be >= 1, got {s.networks}")
+        self.register_buffer("item_features", torch.zeros(config.n_items, s.n_item_features))
+        self.register_buffer("movie_keep", torch.ones(config.n_items))  # training: 0 hides free vectors
+        # Ranking models: a demographic prior added to the networks' log-probabilities (a product of
+        # experts): log P(movie | the user's segment), counted on the training ratings and smoothed towards
+        # the overall popularity; the last row is the overall popularity (no segment known). The trainer
+        # fills it and picks its weight on the cold validation users (0 = off).
+        self.register_buffer("segment_columns", torch.zeros(s.n_segments, dtype=torch.int64))
+        self.register_buffer("segment_prior", torch.zeros(s.n_segments + 1, config.n_items))
+        self.register_buffer("prior_weight", torch.tensor(float(s.prior_weight)))
+        channels = 2 if self.rating_input else 1
+        self.nets = nn.ModuleList(_Network(config, s, channels) for _ in range(s.networks))
+        self.global_mean = s.global_mean  # inputs are centered on it; rating models predict offsets from it
+        self.offset = s.global_mean if self.objective == "rating" else 0.0
+
+    def member_scores(self, x: torch.Tensor, users: torch.Tensor, added: torch.Tensor) -> list[torch.Tensor]:
+        """Each member network's output for `scores_side`'s arguments (training fits every member)."""
+        feats, keep, m = self.item_features, self.movie_keep, int(added.shape[0])
+        if m:  # added movies: no free vectors, metadata only
+            feats = torch.cat([feats, added])
+            keep = torch.cat([keep, keep.new_zeros(m)])
+        centered = (x - self.global_mean) * (x != 0) if self.rating_input else None
+        return [net(x, centered, users, feats, keep, m) + self.offset for net in self.nets]
+
+    def combine(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The members' outputs as one: the mean prediction (rating) or the mean log-probability (ranking)."""
+        if len(outputs) == 1:
+            return outputs[0]
+        if self.objective == "ranking":
+            return torch.stack([torch.log_softmax(o, dim=1) for o in outputs]).mean(dim=0)
+        return torch.stack(outputs).mean(dim=0)
 
     def scores_side(self, x: torch.Tensor, users: torch.Tensor, added: torch.Tensor) -> torch.Tensor:
-        w_in, v_out, bias = self._movie_vectors(added)
-        code = self.act(self._encode_input(x, w_in) + users @ self.user_in + self.in_bias)
-        h = self.act(self.hidden(self.dropout(code)))
-        return self.out_proj(h) @ v_out.T + bias + self.offset
+        out = self.combine(self.member_scores(x, users, added))
+        if self.objective != "ranking" or float(self.prior_weight) == 0.0:
+            return out
+        return out + self.prior_weight * self.prior(users, int(added.shape[0]))
+
+    def prior(self, users: torch.Tensor, m: int) -> torch.Tensor:
+        """The segment prior for each row [B, n_items + m]: the row of the user's segment (overall popularity
+        when none is known); movies added after training get the prior of a movie nobody rated."""
+        seg = users[:, self.segment_columns] if self.segment_columns.numel() else users[:, :0]
+        known = seg.sum(dim=1) > 0
+        row = torch.where(known, seg.argmax(dim=1), torch.full_like(known, seg.shape[1], dtype=torch.int64))
+        prior = self.segment_prior[row]
+        if m:
+            prior = torch.cat([prior, prior.min(dim=1, keepdim=True).values.expand(-1, m)], dim=1)
+        return prior
 
     def forward(self, x: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
         if users is None:

@@ -59,6 +59,8 @@ class SideData:
     # history (1 = earliest). With it, "first ratings" are the earliest ones, as for a real new user;
     # without it (no timestamps), random ones.
     order: Csr | None = None
+    # the user-feature columns of the demographic segments (`segment:F|25-34`, ...), for the segment prior
+    segment_columns: npt.NDArray[np.int64] | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,8 @@ class SideTrainer(Trainer):
         side = run.side
         with torch.no_grad():
             model.item_features.copy_(torch.from_numpy(side.item_features))
+            if side.segment_columns is not None and model.settings.n_segments:
+                model.segment_columns.copy_(torch.from_numpy(side.segment_columns))
         user_feats = torch.from_numpy(side.user_features).to(device)
         train = run.train
         split = cold_split(train, 2 * s.max_revealed, cfg.seed, side.order)
@@ -229,10 +233,58 @@ class SideTrainer(Trainer):
             else:
                 result.best_valid_rmse = best
         model.eval()
+        if ranking and model.settings.n_segments:
+            weight, score = _fit_segment_prior(model, train, rows_all, user_feats, split, device, scale)
+            result.chosen["prior_weight"] = weight
+            if weight > 0:
+                result.best_valid_ndcg = score
         return result
 
     def finalize(self, model: Recommender, full: Csr, train_config: TrainConfig) -> None:
         """Nothing to do: the hybrid models hold no per-user state."""
+
+
+PRIOR_SMOOTHING = 100.0  # pseudo-ratings per segment drawn from the overall popularity
+PRIOR_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+@torch.no_grad()
+def _fit_segment_prior(
+    model: HybridAE,
+    train: Csr,
+    rows: npt.NDArray[np.int64],
+    user_feats: torch.Tensor,
+    split: ColdSplit,
+    device: torch.device,
+    scale: RatingScale | None,
+) -> tuple[float, float]:
+    """Fill the ranking model's segment prior from the training rows `rows` (the cold validation users
+    excluded) and pick its weight on the cold validation users; returns (weight, validation NDCG@10)."""
+    s = model.settings
+    columns = model.segment_columns
+    sub = train.rows(rows)
+    r, c, _ = sub.to_coo()
+    seg_onehot = user_feats[torch.from_numpy(rows).to(device)][:, columns]
+    known = seg_onehot.sum(dim=1) > 0
+    seg = torch.where(known, seg_onehot.argmax(dim=1), torch.full_like(known, s.n_segments, dtype=torch.int64))
+    n = train.n_cols
+    counts = torch.zeros(s.n_segments + 1, n, device=device)
+    counts.index_put_((seg[torch.from_numpy(r).to(device)], torch.from_numpy(c).to(device)),
+                      torch.ones(r.size, device=device), accumulate=True)  # fmt: skip
+    overall = counts.sum(dim=0) + 1.0
+    share = overall / overall.sum()
+    smoothed = counts[: s.n_segments] + PRIOR_SMOOTHING * share
+    prior = torch.cat([torch.log(smoothed / smoothed.sum(dim=1, keepdim=True)), torch.log(share)[None]])
+    model.segment_prior.copy_(prior)
+    best_weight, best_score = 0.0, -math.inf
+    for weight in PRIOR_WEIGHTS:
+        model.prior_weight.fill_(weight)
+        score = _validate(model, split, user_feats, device, scale)
+        if score > best_score + 1e-5:
+            best_weight, best_score = weight, score
+    model.prior_weight.fill_(best_weight)
+    model.eval()
+    return best_weight, best_score
 
 
 @torch.no_grad()
