@@ -73,3 +73,20 @@ def test_single_node_stages_of_the_default_preset() -> None:
     assert kinds == ["iautorec", "autoencoder", "knn-baseline", "bpmf", "ease", "hybrid-rating", "hybrid-ranking"]
     assert distributed.replicated_stages(kinds) == ["knn-baseline", "bpmf", "ease", "hybrid-rating", "hybrid-ranking"]
     assert distributed.replicated_stages(["autoencoder", "multvae", "iautorec"]) == []
+
+
+def test_bpmf_finalize_keeps_the_fitted_samples_on_large_data() -> None:
+    from movierec.core.models import build_model
+    from movierec.trainer.config import BPMF
+    from movierec.trainer.fit.sampler import SamplerTrainer
+
+    assert BPMF.train.for_shape(943, 1_682).settings.finalize_full
+    assert not BPMF.train.for_shape(6_040, 3_706).settings.finalize_full
+    m = synthetic_csr(100, 40, 1_000, seed=3)
+    model = build_model(dataclasses.replace(BPMF.model, n_items=40, extra={**BPMF.model.extra, "burn_in": 2, "samples": 3}))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    large = dataclasses.replace(BPMF.train, extra={**BPMF.train.extra, "large_above": 10})
+    SamplerTrainer().finalize(model, m, large)  # 100 x 40 cells > 10: the chain is not re-run
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    SamplerTrainer().finalize(model, m, BPMF.train)  # small: re-sampled on every rating
+    assert not torch.equal(before["item_factors"], model.state_dict()["item_factors"])

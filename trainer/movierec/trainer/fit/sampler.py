@@ -44,6 +44,8 @@ class SamplerTrainer(Trainer):
         return result
 
     def finalize(self, model: Recommender, full: Csr, train_config: TrainConfig) -> None:
+        if not train_config.for_shape(full.n_rows, full.n_cols).settings.finalize_full:
+            return  # large data: the samples drawn on the fitting split serve
         run_sampler(_bpmf(model), full)
 
 
