@@ -275,7 +275,7 @@ def test_segment_prior_rows_follow_the_users_segment() -> None:
         model.segment_prior.copy_(torch.tensor([[-1.0, -2, -3], [-4, -5, -6], [-7, -8, -9]]))
     users = torch.tensor([[1.0, 0, 1], [0, 1, 0], [1, 0, 0]])  # segment 2, segment 1, none (overall row)
     assert model.prior(users, 0).tolist() == [[-4, -5, -6], [-1, -2, -3], [-7, -8, -9]]
-    assert model.prior(users[:1], 2).tolist() == [[-4, -5, -6, -6, -6]]  # added movies: an unrated movie's
+    assert model.prior(users[:1], 2).tolist() == [[-4, -5, -6, -5, -5]]  # added movies: the row's mean
     x = torch.zeros(3, 3)
     with_prior = model.scores_side(x, users, torch.zeros(0, 1))
     model.prior_weight.fill_(0.0)

@@ -181,13 +181,14 @@ class HybridAE(Recommender):
 
     def prior(self, users: torch.Tensor, m: int) -> torch.Tensor:
         """The segment prior for each row [B, n_items + m]: the row of the user's segment (overall popularity
-        when none is known); movies added after training get the prior of a movie nobody rated."""
+        when none is known); movies added after training, whose popularity nobody knows yet, get the row's
+        mean over the trained movies (an average movie: the prior neither lifts nor sinks them)."""
         seg = users[:, self.segment_columns] if self.segment_columns.numel() else users[:, :0]
         known = seg.sum(dim=1) > 0
         row = torch.where(known, seg.argmax(dim=1), torch.full_like(known, seg.shape[1], dtype=torch.int64))
         prior = self.segment_prior[row]
         if m:
-            prior = torch.cat([prior, prior.min(dim=1, keepdim=True).values.expand(-1, m)], dim=1)
+            prior = torch.cat([prior, prior.mean(dim=1, keepdim=True).expand(-1, m)], dim=1)
         return prior
 
     def forward(self, x: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
