@@ -305,7 +305,7 @@ SIDE_TRAIN = TrainConfig(
 COLD_RATING = ModelConfig(kind="hybrid-rating", hidden=(128,), activation="tanh", extra={"dim": 64, "count_prior": 30.0})
 COLD_RANKING = ModelConfig(
     kind="hybrid-ranking", hidden=(128,), activation="tanh",
-    extra={"dim": 64, "count_prior": 30.0, "like_threshold": 4.0, "networks": 3},
+    extra={"dim": 64, "count_prior": 30.0, "like_threshold": 4.0, "networks": 3, "prior_decay": 10.0},
 )
 COLD_START: tuple[tuple[str, ModelConfig, TrainConfig], ...] = (
     ("cold-rating", COLD_RATING, SIDE_TRAIN),

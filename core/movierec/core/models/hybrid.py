@@ -49,6 +49,7 @@ class HybridSettings(FamilySettings):
     networks: int = 1  # networks trained side by side and averaged
     n_segments: int = 0  # ranking models: user-feature columns that are demographic segments (segment prior)
     prior_weight: float = 0.0  # the segment prior's weight, chosen on the cold validation users by the trainer
+    prior_decay: float = 0.0  # > 0: the prior's weight shrinks as prior_decay / (prior_decay + n_rated)
     wide: bool = False  # a direct user-feature x movie path (wide & deep): segment tastes without the code
     count_prior: float = 0.0  # inputs are scaled by 1 / sqrt(n_rated + count_prior): few ratings, small steps
     like_threshold: float = 0.0  # ranking models: > 0 = learn to rank the movies rated at least this high
@@ -177,7 +178,11 @@ class HybridAE(Recommender):
         out = self.combine(self.member_scores(x, users, added))
         if self.objective != "ranking" or float(self.prior_weight) == 0.0:
             return out
-        return out + self.prior_weight * self.prior(users, int(added.shape[0]))
+        weight = self.prior_weight
+        if self.settings.prior_decay > 0:  # the more a user has rated, the less the demographics count
+            c = self.settings.prior_decay
+            weight = weight * c / (c + (x != 0).sum(dim=1, keepdim=True).to(out.dtype))
+        return out + weight * self.prior(users, int(added.shape[0]))
 
     def prior(self, users: torch.Tensor, m: int) -> torch.Tensor:
         """The segment prior for each row [B, n_items + m]: the row of the user's segment (overall popularity
