@@ -29,7 +29,7 @@ def test_parse_size() -> None:
 
 
 def test_env_limit_caps_what_is_available(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(memory.ENV_LIMIT, raising=False)
+    monkeypatch.setenv(memory.ENV_LIMIT, "")  # empty: no cap
     free = memory.available_bytes()
     assert free > 0
     monkeypatch.setenv(memory.ENV_LIMIT, "1K")  # below this process's RSS: nothing left
@@ -86,7 +86,8 @@ def test_run_training_refuses_before_training(tiny_ratings, tmp_path: Path, monk
 
 def test_cli_one_line_exit_2(tiny_ratings, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(memory.ENV_LIMIT, raising=False)
+    # set (empty: no cap) so that monkeypatch removes what --memory-limit puts into os.environ afterwards
+    monkeypatch.setenv(memory.ENV_LIMIT, "")
     train, _, _ = tiny_ratings
     path = tmp_path / "train.csv"
     pd.DataFrame({"userId": train["user"], "movieId": train["item"], "rating": train["rating"],
@@ -97,6 +98,6 @@ def test_cli_one_line_exit_2(tiny_ratings, tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in err[0]
     assert "not enough memory for the ranking model (ease)" in err[0] and "max_items" in err[0]
-    monkeypatch.delenv(memory.ENV_LIMIT, raising=False)
+    monkeypatch.setenv(memory.ENV_LIMIT, "")
     assert main(["train", "--train", str(path), "--memory-limit", "lots", "--out", str(tmp_path / "b")]) == 2
     assert "not a memory size" in capsys.readouterr().err
