@@ -188,9 +188,11 @@ class HybridAE(Recommender):
         """The segment prior for each row [B, n_items + m]: the row of the user's segment (overall popularity
         when none is known); movies added after training, whose popularity nobody knows yet, get the row's
         mean over the trained movies (an average movie: the prior neither lifts nor sinks them)."""
-        seg = users[:, self.segment_columns] if self.segment_columns.numel() else users[:, :0]
-        known = seg.sum(dim=1) > 0
-        row = torch.where(known, seg.argmax(dim=1), torch.full_like(known, seg.shape[1], dtype=torch.int64))
+        overall = torch.full((users.shape[0],), self.segment_columns.numel(), dtype=torch.int64, device=users.device)
+        row = overall
+        if self.segment_columns.numel():
+            seg = users[:, self.segment_columns]
+            row = torch.where(seg.sum(dim=1) > 0, seg.argmax(dim=1), overall)
         prior = self.segment_prior[row]
         if m:
             prior = torch.cat([prior, prior.mean(dim=1, keepdim=True).expand(-1, m)], dim=1)
