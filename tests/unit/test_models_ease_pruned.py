@@ -147,3 +147,12 @@ def test_knn_pruned_falls_back_to_the_baseline(ratings: Csr) -> None:
     fresh = build_model(model.config)
     fresh.load_state_dict(model.state_dict())
     assert torch.equal(fresh.scores(x), out)
+
+
+def test_pruned_models_never_allocate_n_items_squared() -> None:
+    """ml-25m's 59,047 movies: an n x n float32 buffer would be 14 GB before the solver shrinks it."""
+    n = 59_047
+    ease = build_model(ModelConfig(kind="ease", n_items=n, extra={"max_items": 100}))
+    knn = build_model(ModelConfig(kind="knn-baseline", n_items=n, extra={"max_items": 100}))
+    assert isinstance(ease, EASE) and ease.weights.shape == (100, 100) and ease.pruned
+    assert knn.sim.shape == (100, 100)

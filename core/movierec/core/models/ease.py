@@ -61,8 +61,10 @@ class EASE(Recommender):
         self.like_threshold = self.settings.like_threshold
         self.max_items = self.settings.max_items
         n = config.n_items
-        self.register_buffer("weights", torch.zeros(n, n))
-        self.register_buffer("kept", torch.arange(n))
+        # pruned: never allocate n x n (ml-25m: 14 GB); B's movies are set by the solver or the saved state
+        k = min(n, self.max_items) if self.max_items > 0 else n
+        self.register_buffer("weights", torch.zeros(k, k))
+        self.register_buffer("kept", torch.arange(k))
         self.register_buffer("popularity", torch.zeros(n))
 
     @property

@@ -66,9 +66,10 @@ class KNNBaseline(Recommender):
         n = config.n_items
         self.register_buffer("mu", torch.zeros(()))
         self.register_buffer("item_bias", torch.zeros(n))
-        self.register_buffer("sim", torch.zeros(n, n))
-        self.register_buffer("kept", torch.arange(n))
         self.max_items = ex.max_items
+        k = min(n, self.max_items) if self.max_items > 0 else n  # pruned: never allocate n x n
+        self.register_buffer("sim", torch.zeros(k, k))
+        self.register_buffer("kept", torch.arange(k))
 
     @property
     def pruned(self) -> bool:
