@@ -58,24 +58,32 @@ def concurrency_1(target: str, users: np.ndarray, n: int) -> dict[str, float]:
         return summary(lat, n, time.perf_counter() - t0)
 
 
+async def closed_loop(
+    clients: list[AsyncClient], users: np.ndarray, concurrency: int, seconds: float
+) -> dict[str, float]:
+    """`concurrency` closed-loop callers of Recommend for `seconds`, caller w on clients[w % len(clients)]."""
+    stop_at = time.perf_counter() + seconds
+    lat: list[float] = []
+
+    async def worker(w: int) -> int:
+        ac = clients[w % len(clients)]
+        n = 0
+        while time.perf_counter() < stop_at:
+            t = time.perf_counter()
+            await ac.recommend(int(users[(w * 7919 + n) % users.size]), k=10)
+            lat.append(time.perf_counter() - t)
+            n += 1
+        return n
+
+    t0 = time.perf_counter()
+    counts = await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return summary(np.array(lat), sum(counts), time.perf_counter() - t0)
+
+
 async def concurrent(target: str, users: np.ndarray, concurrency: int, seconds: float) -> dict[str, float]:
     async with AsyncClient(target, timeout=30) as ac:
         await asyncio.gather(*(ac.recommend(int(u), k=10) for u in users[:concurrency]))  # warm-up
-        stop_at = time.perf_counter() + seconds
-        lat: list[float] = []
-
-        async def worker(w: int) -> int:
-            n = 0
-            while time.perf_counter() < stop_at:
-                t = time.perf_counter()
-                await ac.recommend(int(users[(w * 7919 + n) % users.size]), k=10)
-                lat.append(time.perf_counter() - t)
-                n += 1
-            return n
-
-        t0 = time.perf_counter()
-        counts = await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        return summary(np.array(lat), sum(counts), time.perf_counter() - t0)
+        return await closed_loop([ac], users, concurrency, seconds)
 
 
 def measure(name: str, target: str, users: np.ndarray, calls: int, seconds: float) -> dict[str, Any]:

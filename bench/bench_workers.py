@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from bench.bench_online import concurrency_1, default_artifact, summary
+from bench.bench_online import closed_loop, concurrency_1, default_artifact
 from bench.common import movierec_serve, start_server, stop
 from movierec.client import AsyncClient, Client
 
@@ -30,28 +30,12 @@ CONNECTIONS = 8  # the kernel spreads connections (not calls) over workers: ever
 
 async def concurrent(target: str, users: np.ndarray, concurrency: int, seconds: float) -> dict[str, float]:
     """`concurrency` closed-loop callers spread over CONNECTIONS separate connections (one event loop)."""
-    import time
 
     opts = [("grpc.use_local_subchannel_pool", 1)]
     clients = [AsyncClient(target, timeout=30, options=opts) for _ in range(min(CONNECTIONS, concurrency))]
     try:
         await asyncio.gather(*(c.recommend(int(users[i]), k=10) for i, c in enumerate(clients)))  # warm-up
-        stop_at = time.perf_counter() + seconds
-        lat: list[float] = []
-
-        async def worker(w: int) -> int:
-            ac = clients[w % len(clients)]
-            n = 0
-            while time.perf_counter() < stop_at:
-                t = time.perf_counter()
-                await ac.recommend(int(users[(w * 7919 + n) % users.size]), k=10)
-                lat.append(time.perf_counter() - t)
-                n += 1
-            return n
-
-        t0 = time.perf_counter()
-        counts = await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        return summary(np.array(lat), sum(counts), time.perf_counter() - t0)
+        return await closed_loop(clients, users, concurrency, seconds)
     finally:
         for c in clients:
             await c.close()
