@@ -23,7 +23,7 @@ import grpc.aio
 import psutil
 import pytest
 from scrape import handled, scrape, value
-from waiting import wait_for
+from waiting import wait_for, wait_for_async
 
 from movierec.v1 import recommender_service_pb2 as pb
 from movierec.v1 import recommender_service_pb2_grpc as pb_grpc
@@ -164,25 +164,23 @@ def test_two_workers_metrics_tokens_upserts(served: Served, tiny_artifact: Path)
         up = await by_worker[a][0][1].UpsertMovies(pb.UpsertMoviesRequest(movies=[movie]), metadata=AUTH)
         assert up.added == 1
         other = by_worker[b][0][1]
-        for _ in range(2400):  # a condition, polled: the other worker's poll interval is 0.25 s
+        titles: dict[int, str] = {}
+
+        async def served_by_other() -> bool:  # the other worker re-reads the overlay file every 0.25 s
             got = await other.GetMovies(pb.GetMoviesRequest(), metadata=AUTH)
-            titles = {m.movie_id: m.title for m in got.movies}
-            if 900_001 in titles:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the other worker never served the added movie")
+            titles.update({m.movie_id: m.title for m in got.movies})
+            return 900_001 in titles
+
+        await wait_for_async(served_by_other, "the other worker serves the added movie")
         assert titles[900_001] == "Added On One Worker (2024)"
         # an upsert on the second worker keeps the first one's movie (the file is read, merged, written)
         movie2 = types.Movie(movie_id=900_002, title="Added On The Other (2024)", year=2024, genres=["Comedy"])
         await other.UpsertMovies(pb.UpsertMoviesRequest(movies=[movie2]), metadata=AUTH)
-        for _ in range(2400):
+        async def both_served_by_first() -> bool:
             got = await by_worker[a][0][1].GetMovies(pb.GetMoviesRequest(movie_ids=[]), metadata=AUTH)
-            if {900_001, 900_002} <= {m.movie_id for m in got.movies}:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the first worker never served both added movies")
+            return {900_001, 900_002} <= {m.movie_id for m in got.movies}
+
+        await wait_for_async(both_served_by_first, "the first worker serves both added movies")
         for chans in by_worker.values():
             for ch, _ in chans:
                 await ch.close()
