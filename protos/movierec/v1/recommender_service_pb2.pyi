@@ -465,6 +465,66 @@ class GetMoviesResponse(_message.Message):
 Global___GetMoviesResponse: _TypeAlias = GetMoviesResponse  # noqa: Y015
 
 @_typing.final
+class SearchMoviesRequest(_message.Message):
+    """Title search (SearchMovies)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """Words to find in titles, case-insensitive; 1..200 characters, not only blanks. Each word must occur in
+    the title (as a substring), in any order.
+    """
+    limit: _builtins.int
+    """Most movies to return; 0 = 20. At most ServerLimits.max_k."""
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchMoviesRequest: _TypeAlias = SearchMoviesRequest  # noqa: Y015
+
+@_typing.final
+class SearchMoviesResponse(_message.Message):
+    """Answer to SearchMoviesRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    MOVIES_FIELD_NUMBER: _builtins.int
+    N_MATCHES_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    """Version of the model whose catalog was searched."""
+    n_matches: _builtins.int
+    """Movies that matched in all, which may be more than returned."""
+    @_builtins.property
+    def movies(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Movie]:
+        """Matching movies, best match first (see SearchMovies); at most the request's limit."""
+
+    def __init__(
+        self,
+        *,
+        model_version: _builtins.str = ...,
+        movies: _abc.Iterable[_types_pb2.Movie] | None = ...,
+        n_matches: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "movies", b"movies", "n_matches", b"n_matches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchMoviesResponse: _TypeAlias = SearchMoviesResponse  # noqa: Y015
+
+@_typing.final
 class UpsertMoviesRequest(_message.Message):
     """Movies to add or update (UpsertMovies)."""
 

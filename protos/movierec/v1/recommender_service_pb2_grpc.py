@@ -61,6 +61,11 @@ class RecommenderServiceStub:
                 request_serializer=movierec_dot_v1_dot_recommender__service__pb2.GetMoviesRequest.SerializeToString,
                 response_deserializer=movierec_dot_v1_dot_recommender__service__pb2.GetMoviesResponse.FromString,
                 _registered_method=True)
+        self.SearchMovies = channel.unary_unary(
+                '/movierec.v1.RecommenderService/SearchMovies',
+                request_serializer=movierec_dot_v1_dot_recommender__service__pb2.SearchMoviesRequest.SerializeToString,
+                response_deserializer=movierec_dot_v1_dot_recommender__service__pb2.SearchMoviesResponse.FromString,
+                _registered_method=True)
         self.UpsertMovies = channel.unary_unary(
                 '/movierec.v1.RecommenderService/UpsertMovies',
                 request_serializer=movierec_dot_v1_dot_recommender__service__pb2.UpsertMoviesRequest.SerializeToString,
@@ -113,6 +118,17 @@ class RecommenderServiceServicer:
 
     def GetMovies(self, request, context):
         """Catalog look-up: titles, years and genres by movie id (movies added with UpsertMovies included).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchMovies(self, request, context):
+        """Title search over the catalog (movies added with UpsertMovies included): case-insensitive, every word of
+        the query must occur in the title. Best matches first: the whole title, then titles starting with the
+        query, then titles with a word starting with it, then any other; within each, the most rated movies
+        first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty query, a query over 200 characters,
+        a limit outside 0..ServerLimits.max_k).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -171,6 +187,11 @@ def add_RecommenderServiceServicer_to_server(servicer, server):
                     servicer.GetMovies,
                     request_deserializer=movierec_dot_v1_dot_recommender__service__pb2.GetMoviesRequest.FromString,
                     response_serializer=movierec_dot_v1_dot_recommender__service__pb2.GetMoviesResponse.SerializeToString,
+            ),
+            'SearchMovies': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchMovies,
+                    request_deserializer=movierec_dot_v1_dot_recommender__service__pb2.SearchMoviesRequest.FromString,
+                    response_serializer=movierec_dot_v1_dot_recommender__service__pb2.SearchMoviesResponse.SerializeToString,
             ),
             'UpsertMovies': grpc.unary_unary_rpc_method_handler(
                     servicer.UpsertMovies,
@@ -319,6 +340,33 @@ class RecommenderService:
             '/movierec.v1.RecommenderService/GetMovies',
             movierec_dot_v1_dot_recommender__service__pb2.GetMoviesRequest.SerializeToString,
             movierec_dot_v1_dot_recommender__service__pb2.GetMoviesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchMovies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/movierec.v1.RecommenderService/SearchMovies',
+            movierec_dot_v1_dot_recommender__service__pb2.SearchMoviesRequest.SerializeToString,
+            movierec_dot_v1_dot_recommender__service__pb2.SearchMoviesResponse.FromString,
             options,
             channel_credentials,
             insecure,

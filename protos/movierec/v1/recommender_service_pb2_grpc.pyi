@@ -71,6 +71,13 @@ class RecommenderServiceStub:
     """Model version, data set, sizes, metrics, training time, and the server's limits."""
     GetMovies: _grpc.UnaryUnaryMultiCallable[_recommender_service_pb2.GetMoviesRequest, _recommender_service_pb2.GetMoviesResponse]
     """Catalog look-up: titles, years and genres by movie id (movies added with UpsertMovies included)."""
+    SearchMovies: _grpc.UnaryUnaryMultiCallable[_recommender_service_pb2.SearchMoviesRequest, _recommender_service_pb2.SearchMoviesResponse]
+    """Title search over the catalog (movies added with UpsertMovies included): case-insensitive, every word of
+    the query must occur in the title. Best matches first: the whole title, then titles starting with the
+    query, then titles with a word starting with it, then any other; within each, the most rated movies
+    first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty query, a query over 200 characters,
+    a limit outside 0..ServerLimits.max_k).
+    """
     UpsertMovies: _grpc.UnaryUnaryMultiCallable[_recommender_service_pb2.UpsertMoviesRequest, _recommender_service_pb2.UpsertMoviesResponse]
     """Adds movies to the catalog, or updates their metadata, while serving. From the moment it returns, an
     added movie is a candidate in Recommend, RecommendForRatings, StreamRecommend and ScoreAll, can be
@@ -114,6 +121,13 @@ class RecommenderServiceAsyncStub(RecommenderServiceStub):
     """Model version, data set, sizes, metrics, training time, and the server's limits."""
     GetMovies: _aio.UnaryUnaryMultiCallable[_recommender_service_pb2.GetMoviesRequest, _recommender_service_pb2.GetMoviesResponse]  # type: ignore[assignment]
     """Catalog look-up: titles, years and genres by movie id (movies added with UpsertMovies included)."""
+    SearchMovies: _aio.UnaryUnaryMultiCallable[_recommender_service_pb2.SearchMoviesRequest, _recommender_service_pb2.SearchMoviesResponse]  # type: ignore[assignment]
+    """Title search over the catalog (movies added with UpsertMovies included): case-insensitive, every word of
+    the query must occur in the title. Best matches first: the whole title, then titles starting with the
+    query, then titles with a word starting with it, then any other; within each, the most rated movies
+    first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty query, a query over 200 characters,
+    a limit outside 0..ServerLimits.max_k).
+    """
     UpsertMovies: _aio.UnaryUnaryMultiCallable[_recommender_service_pb2.UpsertMoviesRequest, _recommender_service_pb2.UpsertMoviesResponse]  # type: ignore[assignment]
     """Adds movies to the catalog, or updates their metadata, while serving. From the moment it returns, an
     added movie is a candidate in Recommend, RecommendForRatings, StreamRecommend and ScoreAll, can be
@@ -184,6 +198,19 @@ class RecommenderServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_recommender_service_pb2.GetMoviesResponse, _abc.Awaitable[_recommender_service_pb2.GetMoviesResponse]]:
         """Catalog look-up: titles, years and genres by movie id (movies added with UpsertMovies included)."""
+
+    @_abc_1.abstractmethod
+    def SearchMovies(
+        self,
+        request: _recommender_service_pb2.SearchMoviesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_service_pb2.SearchMoviesResponse, _abc.Awaitable[_recommender_service_pb2.SearchMoviesResponse]]:
+        """Title search over the catalog (movies added with UpsertMovies included): case-insensitive, every word of
+        the query must occur in the title. Best matches first: the whole title, then titles starting with the
+        query, then titles with a word starting with it, then any other; within each, the most rated movies
+        first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty query, a query over 200 characters,
+        a limit outside 0..ServerLimits.max_k).
+        """
 
     @_abc_1.abstractmethod
     def UpsertMovies(

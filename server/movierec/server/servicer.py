@@ -17,6 +17,7 @@ from movierec.server import validation as v
 from movierec.server.bulk import BulkScorer
 from movierec.server.engine import Engine, TopK
 from movierec.server.errors import ErrorCode, RequestError
+from movierec.server.search import search_titles
 from movierec.v1 import bulk_pb2 as bulk_pb
 from movierec.v1 import recommender_service_pb2 as pb
 from movierec.v1 import recommender_service_pb2_grpc as pb_grpc
@@ -81,6 +82,17 @@ def _movies(request: pb.UpsertMoviesRequest, limit: int) -> MovieTable:
         [list(m.genres) for m in movies],
         limit,
     )
+
+
+def _movie_list(scorer: Any, idx: np.ndarray) -> list[types.Movie]:
+    """Movie messages for dense catalog indices, in their order."""
+    cat = scorer.catalog
+    raw = scorer.items.raw[idx].tolist()
+    years = np.asarray(cat.years)[idx].tolist()
+    return [
+        types.Movie(movie_id=m, title=cat.titles[i], year=int(y), genres=cat.genres[i])
+        for m, i, y in zip(raw, idx.tolist(), years, strict=True)
+    ]
 
 
 class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
@@ -304,14 +316,21 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
         except RequestError as err:
             await self._abort(context, err)
             raise
-        cat = scorer.catalog
-        raw = scorer.items.raw[idx].tolist()
-        years = np.asarray(cat.years)[idx].tolist()
-        movies = [
-            types.Movie(movie_id=m, title=cat.titles[i], year=int(y), genres=cat.genres[i])
-            for m, i, y in zip(raw, idx.tolist(), years, strict=True)
-        ]
-        return pb.GetMoviesResponse(model_version=m.version, movies=movies)
+        return pb.GetMoviesResponse(model_version=m.version, movies=_movie_list(scorer, idx))
+
+    async def SearchMovies(
+        self, request: pb.SearchMoviesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchMoviesResponse:
+        """Title search over the catalog (movierec.server.search), added movies included."""
+        m = self.engine.model
+        try:
+            idx, n_matches = search_titles(m, request.query, request.limit, self.engine.max_k(m))
+        except RequestError as err:
+            await self._abort(context, err)
+            raise
+        return pb.SearchMoviesResponse(
+            model_version=m.version, movies=_movie_list(m.scorer, idx), n_matches=n_matches
+        )
 
     async def UpsertMovies(
         self, request: pb.UpsertMoviesRequest, context: grpc.aio.ServicerContext
