@@ -26,8 +26,16 @@ class TrainSettings(FamilySettings):
     # > 0: stop once past this many seconds of training (mid-epoch on one process, after the epoch under
     # --nproc; the best epoch so far is kept, as when early stopping stops); 0: no budget.
     max_seconds: float = 0.0
-    # False: `finalize` does not re-run a sampler on every training rating (the fitted samples serve)
+    # False: `finalize` does not re-run a sampler or closed-form solve on every training rating (the fit's serve)
     finalize_full: bool = True
+    # A second tier on top of `large`, above `huge_above` cells (e.g. ml-25m's 9.6e9; ml-10m has 7.5e8): the same
+    # kind of replacements. Both tiers may also hold "model_extra" (model settings replaced at that size, e.g.
+    # BPMF's chain length) and "skip": true (an ensemble member left out of the blend at that size).
+    huge_above: int = 0
+    huge: dict[str, Any] = field(default_factory=dict)
+    # > 0: model selection sees at most this many validation users (a seeded sample; their other ratings still
+    # train nothing: they stay held out). Validation scoring grows with users while its verdict does not.
+    valid_users: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,15 +66,34 @@ class TrainConfig:
     def settings(self) -> TrainSettings:
         return TrainSettings.parse(self.extra, "training")
 
+    def _tiers(self, n_rows: int, n_cols: int) -> list[dict[str, Any]]:
+        """The size tiers (`large`, then `huge`) that apply to a rating matrix of n_rows x n_cols."""
+        s, cells = self.settings, n_rows * n_cols
+        return [dict(t) for above, t in ((s.large_above, s.large), (s.huge_above, s.huge)) if t and above and cells > above]
+
     def for_shape(self, n_rows: int, n_cols: int) -> TrainConfig:
-        """This config for a rating matrix of n_rows x n_cols: its `large` settings above `large_above` cells."""
-        s = self.settings
-        if not s.large or not s.large_above or n_rows * n_cols <= s.large_above:
+        """This config for a rating matrix of n_rows x n_cols: its `large` settings above `large_above` cells,
+        then its `huge` settings above `huge_above`."""
+        tiers = self._tiers(n_rows, n_cols)
+        if not tiers:
             return self
-        extra = {k: v for k, v in self.extra.items() if k not in ("large", "large_above")}
-        large = dict(s.large)
-        extra.update(large.pop("extra", {}))
-        return TrainConfig.from_dict({**self.to_dict(), **large, "extra": extra})
+        extra = {k: v for k, v in self.extra.items() if k not in _TIER_KEYS}
+        fields: dict[str, Any] = {}
+        for tier in tiers:
+            for key in ("model_extra", "skip"):
+                tier.pop(key, None)
+            extra.update(tier.pop("extra", {}))
+            fields.update(tier)
+        return TrainConfig.from_dict({**self.to_dict(), **fields, "extra": extra})
+
+    def model_extra_for_shape(self, n_rows: int, n_cols: int) -> tuple[dict[str, Any], bool]:
+        """(model settings replaced at this size, whether an ensemble member is left out at this size)."""
+        extra: dict[str, Any] = {}
+        skip = False
+        for tier in self._tiers(n_rows, n_cols):
+            extra.update(tier.get("model_extra", {}))
+            skip = skip or bool(tier.get("skip", False))
+        return extra, skip
 
     def validate(self) -> None:
         self.settings  # noqa: B018  (unknown or mistyped extra settings fail here)
@@ -78,6 +105,33 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
+
+
+_TIER_KEYS = ("large", "large_above", "huge", "huge_above")
+
+
+def model_for_shape(model: ModelConfig, train: TrainConfig, n_rows: int, n_cols: int) -> tuple[ModelConfig, list[str]]:
+    """`model` as trained on a rating matrix of n_rows x n_cols: each tier's "model_extra" applied (an ensemble's
+    to each member, by the member's own training settings) and the ensemble members whose tier says "skip"
+    left out. Returns (the config, descriptions of the members left out); small data gets `model` itself."""
+    if model.kind != "ensemble":
+        extra, _skip = train.model_extra_for_shape(n_rows, n_cols)
+        return (dataclasses.replace(model, extra={**model.extra, **extra}) if extra else model), []
+    members, skipped = [], []
+    for i, m in enumerate(model.extra.get("members", []), start=1):
+        mtrain = TrainConfig.from_dict(m["train"])
+        extra, skip = mtrain.model_extra_for_shape(n_rows, n_cols)
+        if skip:
+            skipped.append(f"member {i} ({m['model'].get('kind', 'autoencoder')})")
+            continue
+        if extra:
+            m = {**m, "model": {**m["model"], "extra": {**m["model"].get("extra", {}), **extra}}}
+        members.append(m)
+    if not skipped and members == model.extra.get("members", []):
+        return model, []
+    if not members:
+        raise ValueError(f"every member of the ensemble is left out at {n_rows} x {n_cols} (their 'skip' tiers)")
+    return dataclasses.replace(model, extra={**model.extra, "members": members}), skipped
 
 
 @dataclass(frozen=True)
@@ -127,6 +181,16 @@ CLASSIC = Preset(
 # validation stops improving; below the threshold nothing changes.
 LARGE_ABOVE = 4_000_000
 MEMBER_SECONDS = 120.0
+# Above HUGE_ABOVE cells (the ml-10m shape has 7.5e8, ml-25m 9.6e9; ml-1m 2.2e7) the Gibbs chains are short and
+# BPMF drops its implicit part (an n_items^2 eigendecomposition and a dense users x movies product), and the
+# kNN-baseline is not solved a second time on every rating. Above SKIP_ABOVE (ml-25m, ml-20m) the dense-layer
+# members (I-AutoRec, the deep autoencoder) are left out of the blend: each pass over users x movies through a
+# 59,047-wide layer is ~5e12 multiply-adds, so they could not train for more than a sliver of an epoch inside
+# the hour (README, "Scaling out: training"); the blend of the other members serves and the manifest says so.
+HUGE_ABOVE = 200_000_000
+SKIP_ABOVE = 2_000_000_000
+# model selection on at most this many validation users (a seeded sample) on large data
+VALID_USERS = 20_000
 IAUTOREC_LARGE = {"optimizer": "adam", "lr": 1e-3, "batch_size": 128, "patience": 4,
                   "extra": {"max_seconds": MEMBER_SECONDS}}
 IAUTOREC_LARGE_ABOVE = LARGE_ABOVE
@@ -139,7 +203,8 @@ IAUTOREC = Preset(
     ),
     train=TrainConfig(
         epochs=300, batch_size=4096, optimizer="rprop", lr=0.01, patience=10,
-        extra={"l2": 3e-3, "large_above": IAUTOREC_LARGE_ABOVE, "large": IAUTOREC_LARGE},
+        extra={"l2": 3e-3, "large_above": IAUTOREC_LARGE_ABOVE, "large": IAUTOREC_LARGE,
+               "huge_above": SKIP_ABOVE, "huge": {"skip": True}},
     ),
 )
 
@@ -151,7 +216,8 @@ DEEP_AE = Preset(
     train=TrainConfig(
         epochs=200, batch_size=64, optimizer="adam", lr=6e-4, patience=15, dense_refeed=True,
         extra={"l2": 1e-3, "large_above": LARGE_ABOVE,
-               "large": {"batch_size": 256, "lr": 1e-3, "patience": 5, "extra": {"max_seconds": MEMBER_SECONDS / 2}}},
+               "large": {"batch_size": 256, "lr": 1e-3, "patience": 5, "extra": {"max_seconds": MEMBER_SECONDS / 2}},
+               "huge_above": SKIP_ABOVE, "huge": {"skip": True}},
     ),
 )
 
@@ -200,7 +266,7 @@ EASE = Preset(
     name="ease",
     description="EASE closed form on binary 'rated' data, l2 picked on validation (ranking reference)",
     model=ModelConfig(kind="ease", extra={"target": "rated", "l2_grid": _L2_GRID, "max_items": EASE_MAX_ITEMS}),
-    train=TrainConfig(epochs=1),
+    train=TrainConfig(epochs=1, extra={"large_above": LARGE_ABOVE, "large": {"extra": {"valid_users": VALID_USERS}}}),
 )
 
 # EASE trained to predict *liked* movies from the rated ones: ranks what users will rate highly. The "liked"
@@ -214,7 +280,7 @@ EASE_LIKED = Preset(
         extra={"target": "liked", "like_threshold": 4.0, "l2_grid": _L2_GRID, "like_threshold_grid": [3.0, 4.0],
                "max_items": EASE_MAX_ITEMS},
     ),
-    train=TrainConfig(epochs=1),
+    train=TrainConfig(epochs=1, extra={"large_above": LARGE_ABOVE, "large": {"extra": {"valid_users": VALID_USERS}}}),
 )
 
 POPULAR = Preset(
@@ -274,8 +340,14 @@ BPMF = Preset(
     ),
     # above 4M cells the Gibbs chain is not run a second time on every training rating in `finalize` (it was
     # ~50 s of the ml-1m shape's run): the samples drawn on the fitting split serve, as validation saw them
-    train=TrainConfig(epochs=1, extra={"large_above": LARGE_ABOVE, "large": {"extra": {"finalize_full": False}}}),
+    # above HUGE_ABOVE cells: no implicit part (its n_items^2 eigendecomposition: hours at ml-25m's 59,047 movies),
+    # 10 burn-in sweeps and 20 kept samples (each sweep ~10 s at the ml-25m shape)
+    train=TrainConfig(epochs=1, extra={
+        "large_above": LARGE_ABOVE, "large": {"extra": {"finalize_full": False}},
+        "huge_above": HUGE_ABOVE, "huge": {"model_extra": {"implicit": False, "burn_in": 10, "samples": 20}}}),
 )
+# the kNN-baseline member: above HUGE_ABOVE its similarities from the fitting split serve (no second solve)
+KNN_TRAIN = TrainConfig(epochs=1, extra={"huge_above": HUGE_ABOVE, "huge": {"extra": {"finalize_full": False}}})
 
 ENSEMBLE = Preset(
     name="ensemble",
@@ -286,21 +358,24 @@ ENSEMBLE = Preset(
             "members": [
                 {"model": IAUTOREC.model.to_dict(), "train": {**IAUTOREC.train.to_dict(), "extra": {**IAUTOREC.train.extra, "l2": 2e-3}}},
                 {"model": DEEP_AE.model.to_dict(), "train": DEEP_AE.train.to_dict()},
-                {"model": KNN_BASELINE.to_dict(), "train": TrainConfig(epochs=1).to_dict()},
+                {"model": KNN_BASELINE.to_dict(), "train": KNN_TRAIN.to_dict()},
                 {"model": BPMF.model.to_dict(), "train": BPMF.train.to_dict()},
             ],
             "refit_full": True,
         },
     ),
-    train=TrainConfig(epochs=1000),  # an upper bound on the members' epochs; each member early-stops itself
+    # epochs: an upper bound on the members' epochs; each member early-stops itself
+    train=TrainConfig(epochs=1000, extra={"large_above": LARGE_ABOVE, "large": {"extra": {"valid_users": VALID_USERS}}}),
 )
 
 # Cold start (README, "Cold start"): hybrid autoencoders that read user profiles and movie metadata besides
 # ratings, trained DropoutNet-style (movierec.trainer.fit.side); model selection on cold validation users.
+COLD_VALID_USERS = 2_000  # cold validation users (x 3 reveal counts) on large data; ml-100k has ~75, ml-1m ~600
 SIDE_TRAIN = TrainConfig(
     epochs=200, batch_size=128, optimizer="adam", lr=1e-3, patience=30,
     extra={"large_above": LARGE_ABOVE,
-           "large": {"batch_size": 256, "patience": 10, "extra": {"max_seconds": MEMBER_SECONDS / 4}}},
+           "large": {"batch_size": 256, "patience": 10,
+                     "extra": {"max_seconds": MEMBER_SECONDS / 4, "valid_users": COLD_VALID_USERS}}},
 )
 COLD_RATING = ModelConfig(kind="hybrid-rating", hidden=(128,), activation="tanh", extra={"dim": 64, "count_prior": 30.0})
 COLD_RANKING = ModelConfig(

@@ -154,8 +154,10 @@ def stage_bytes(model: ModelConfig, train: TrainConfig, shape: Shape) -> tuple[i
 
         s = EASESettings.parse(extra, "ease")
         k = min(n, s.max_items) if s.max_items > 0 else n
-        # cached X'X and X'Y, a copy, the inverse, C (float64) and B; a column chunk; the scores of a batch
-        need = 6 * k * k * F64 + u * 256 * F64 * 2 + 1024 * n * F32 * 3
+        # cached X'X and X'Y, a copy, the inverse, C (float64) and B; a column chunk; the scores of a batch;
+        # with several like thresholds, the inverse of every l2 candidate is cached too
+        cached_inverses = len(s.l2_grid) if len(s.like_threshold_grid) > 1 else 0
+        need = (6 + cached_inverses) * k * k * F64 + u * 256 * F64 * 2 + 1024 * n * F32 * 3
         return data + need, "lower the ranking model's max_items (--config '{\"ranking_model\": {\"extra\": {\"max_items\": N}}}')"
     if kind == "knn-baseline":
         from movierec.core.models.knn_baseline import KNNBaselineSettings
@@ -193,8 +195,10 @@ def stage_bytes(model: ModelConfig, train: TrainConfig, shape: Shape) -> tuple[i
     if kind == "bpmf":
         dim = int(extra.get("dim", 10))
         samples = int(extra.get("samples", 100))
-        return data + samples * (n * dim + dim * dim + dim) * F32 + nnz * F64 * 6 + (u + n) * dim * dim * F64 * 3, \
-            "lower the number of kept samples"  # fmt: skip
+        # the implicit part: A'A from a dense users x movies product, and its eigendecomposition (movies^2, x3)
+        implicit = (u * n + 3 * n * n) * F64 if extra.get("implicit", False) else 0
+        return data + samples * (n * dim + dim * dim + dim) * F32 + nnz * F64 * 6 + (u + n) * dim * dim * F64 * 3 \
+            + implicit, "lower the number of kept samples, or train BPMF without its implicit part"  # fmt: skip
     # user autoencoders, Mult-VAE / Mult-DAE, popularity: the weights with their optimizer state and a batch
     widths = [n, *model.hidden, n]
     params = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True)) * F32 * 4

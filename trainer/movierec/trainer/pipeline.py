@@ -20,7 +20,7 @@ from movierec.core.scoring import Catalog, Scorer
 from movierec.core.sparse import Csr, IdMap
 from movierec.trainer import distributed, memory
 from movierec.trainer.checkpoint import CheckpointSpec, remove_checkpoints
-from movierec.trainer.config import ModelConfig, Preset, TrainConfig
+from movierec.trainer.config import ModelConfig, Preset, TrainConfig, model_for_shape
 from movierec.trainer.data.splits import holdout_mask
 from movierec.trainer.evaluate import evaluate
 from movierec.trainer.fit.side import SideData
@@ -87,6 +87,15 @@ def resolve_roles(preset: Preset, overrides: dict[str, Any] | None) -> dict[str,
             strain = dataclasses.replace(strain, device=overrides["train"]["device"])
         roles[role] = (smodel, strain)
     return roles
+
+
+def sample_users(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """The rows of at most `n` users of `df` (a seeded sample; all of them when n <= 0 or there are no more)."""
+    ids = df["user"].unique()
+    if n <= 0 or ids.size <= n:
+        return df
+    keep = np.random.default_rng(seed + 17).choice(np.sort(ids), n, replace=False)
+    return df[df["user"].isin(keep)]
 
 
 def time_order(df: pd.DataFrame, users: IdMap, items: IdMap) -> Csr | None:
@@ -160,6 +169,14 @@ def run_training(
     users = IdMap.from_ids(train_df["user"])
     items = IdMap.from_ids(train_df["item"])
     full = ratings_matrix(train_df, users, items)
+    # the models as trained at this size: tier settings of the models (e.g. BPMF's chain), members left out
+    skipped: dict[str, list[str]] = {}
+    for role, (model_cfg, train_cfg) in list(roles.items()):
+        model_cfg, skipped[role] = model_for_shape(model_cfg, train_cfg, len(users), len(items))
+        roles[role] = (model_cfg, train_cfg)
+        if skipped[role] and rank == 0:  # a note even with --quiet: the blend is not the one the preset names
+            print(f"{role} model: left out at {len(users):,} users x {len(items):,} movies (their training settings' "
+                  f"size tier): {', '.join(skipped[role])}; the blend of the other members serves", file=sys.stderr)
     # memory up front: a stage that cannot fit is refused now, in one line, not after hours of other stages
     memory.check_plan(memory.plan(roles, memory.Shape(len(users), len(items), full.nnz)))
     if any(model_class(m.kind).side_information for m, _ in roles.values()):
@@ -184,8 +201,10 @@ def run_training(
         model_cfg = dataclasses.replace(model_cfg, n_items=len(items), extra=extra)
         valid_mask = holdout_mask(train_df["user"].to_numpy(np.int64), train_cfg.valid_fraction, train_cfg.seed)
         fit_train = ratings_matrix(train_df[~valid_mask], users, items)
-        fit_valid = ratings_matrix(train_df[valid_mask], users, items)
+        valid_users = train_cfg.for_shape(len(users), len(items)).settings.valid_users
+        fit_valid = ratings_matrix(sample_users(train_df[valid_mask], valid_users, train_cfg.seed), users, items)
         t0 = time.perf_counter()
+        cpu0 = time.process_time()
         memory.reset_peak()  # the role's own peak RSS (recorded below)
         ckpt = CheckpointSpec(Path(checkpoint_dir) / f"{role}.pt", resume) if checkpoint_dir is not None else None
         fit_side = None
@@ -206,6 +225,7 @@ def run_training(
             "kind": model_cfg.kind,
             "config": train_cfg.to_dict(),
             "seconds": round(seconds, 3),
+            "cpu_seconds": round(time.process_time() - cpu0, 3),  # this process's user + system time
             "best_epoch": result.best_epoch,
             "epochs_run": len(result.history),
             "best_valid_rmse": result.best_valid_rmse,
@@ -220,6 +240,8 @@ def run_training(
             "stopped_by_time_budget": result.time_budget_hit,
             "parts_seconds": {**result.parts, "finalize on all training ratings": round(t_final, 3)},
         }
+        if skipped.get(role):
+            trainings[role]["members_left_out"] = skipped[role]
     seconds_all = time.perf_counter() - t_all
     main_role = next(iter(roles))
     result = fits[main_role]

@@ -92,10 +92,17 @@ class EaseSolver(Solver):
             y_values = liked.astype(np.float64)
         ones = np.ones(train.nnz)
         # X'X (and X'Y per target and threshold) do not depend on l2: computed once per matrix and grid
-        gram = self._cached(source, ("xx", k), lambda: gram_columns(train, ones, ones, dev)).clone()
-        gram.diagonal().add_(model.l2)
-        p = torch.linalg.inv(gram)
-        del gram
+        gram = self._cached(source, ("xx", k), lambda: gram_columns(train, ones, ones, dev))
+
+        def inverse() -> torch.Tensor:
+            g = gram.clone()
+            g.diagonal().add_(model.l2)
+            return torch.linalg.inv(g)
+
+        if len(model.settings.like_threshold_grid) > 1:  # the same l2 comes back for the next threshold
+            p = self._cached(source, ("p", k, model.l2), inverse)
+        else:
+            p = inverse()
         if model.target in ("liked", "graded"):
             xty = self._cached(source, ("xy", k, model.target, model.like_threshold),
                                lambda: gram_columns(train, ones, y_values, dev))  # fmt: skip
@@ -286,6 +293,8 @@ class ClosedFormTrainer(Trainer):
         return result
 
     def finalize(self, model: Recommender, full: Csr, train_config: TrainConfig) -> None:
+        if not train_config.for_shape(full.n_rows, full.n_cols).settings.finalize_full:
+            return  # large data: the solve on the fitting split serves (the kNN-baseline member)
         solver = solver_for(model)
         solver.solve(model, full)
         solver.clear()

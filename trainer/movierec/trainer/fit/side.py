@@ -93,10 +93,12 @@ def reveal_split(
     )
 
 
-def cold_split(matrix: Csr, min_ratings: int, seed: int, order: Csr | None = None) -> ColdSplit:
+def cold_split(matrix: Csr, min_ratings: int, seed: int, order: Csr | None = None, max_users: int = 0) -> ColdSplit:
     rng = np.random.default_rng(seed)
     eligible = np.flatnonzero(matrix.row_lengths() >= min_ratings)
     n = int(round(VALID_USER_FRACTION * eligible.size))
+    if max_users > 0:  # large data: a cap (the training settings' valid_users)
+        n = min(n, max_users)
     users = np.sort(rng.choice(eligible, size=n, replace=False)) if n else np.zeros(0, np.int64)
     inputs, targets = {}, {}
     for reveal in VALID_REVEALS:
@@ -151,7 +153,7 @@ class SideTrainer(Trainer):
                 model.segment_columns.copy_(torch.from_numpy(side.segment_columns))
         user_feats = torch.from_numpy(side.user_features).to(device)
         train = run.train
-        split = cold_split(train, 2 * s.max_revealed, cfg.seed, side.order)
+        split = cold_split(train, 2 * s.max_revealed, cfg.seed, side.order, cfg.settings.valid_users)
         rows_all = np.setdiff1d(np.flatnonzero(train.row_lengths() > 0), split.users)
         scale = RatingScale.infer(train.values) if train.nnz else None
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
