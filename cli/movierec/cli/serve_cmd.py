@@ -49,6 +49,12 @@ FLAGS: dict[str, tuple[type, str]] = {
         "serve Prometheus metrics on http://HOST:PORT/metrics; 0 = any free port (logged); default off",
     ),
     "metrics_host": (str, "address for --metrics-port (default: --host)"),
+    "http_port": (
+        int,
+        "also serve HTTP/JSON (/v1/..., OpenAPI at /openapi.json) and the web page (/) on this port, from the "
+        "same process and model; 0 = any free port (logged); default off. Same TLS, tokens and limits as gRPC",
+    ),
+    "http_host": (str, "address for --http-port (default: --host)"),
     "catalog_overlay": (
         str,
         "JSON file keeping the movies added or updated with UpsertMovies, rewritten atomically on each call "

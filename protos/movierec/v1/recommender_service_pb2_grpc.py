@@ -126,8 +126,8 @@ class RecommenderServiceServicer:
     def SearchMovies(self, request, context):
         """Title search over the catalog (movies added with UpsertMovies included): case-insensitive, every word of
         the query must occur in the title. Best matches first: the whole title, then titles starting with the
-        query, then titles with a word starting with it, then any other; within each, the most rated movies
-        first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty query, a query over 200 characters,
+        query, then titles holding it as whole words, then titles with a word starting with it, then any other;
+        within each, the most rated movies first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty query, a query over 200 characters,
         a limit outside 0..ServerLimits.max_k).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

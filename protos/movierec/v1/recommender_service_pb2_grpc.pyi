@@ -74,8 +74,8 @@ class RecommenderServiceStub:
     SearchMovies: _grpc.UnaryUnaryMultiCallable[_recommender_service_pb2.SearchMoviesRequest, _recommender_service_pb2.SearchMoviesResponse]
     """Title search over the catalog (movies added with UpsertMovies included): case-insensitive, every word of
     the query must occur in the title. Best matches first: the whole title, then titles starting with the
-    query, then titles with a word starting with it, then any other; within each, the most rated movies
-    first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty query, a query over 200 characters,
+    query, then titles holding it as whole words, then titles with a word starting with it, then any other;
+    within each, the most rated movies first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty query, a query over 200 characters,
     a limit outside 0..ServerLimits.max_k).
     """
     UpsertMovies: _grpc.UnaryUnaryMultiCallable[_recommender_service_pb2.UpsertMoviesRequest, _recommender_service_pb2.UpsertMoviesResponse]
@@ -124,8 +124,8 @@ class RecommenderServiceAsyncStub(RecommenderServiceStub):
     SearchMovies: _aio.UnaryUnaryMultiCallable[_recommender_service_pb2.SearchMoviesRequest, _recommender_service_pb2.SearchMoviesResponse]  # type: ignore[assignment]
     """Title search over the catalog (movies added with UpsertMovies included): case-insensitive, every word of
     the query must occur in the title. Best matches first: the whole title, then titles starting with the
-    query, then titles with a word starting with it, then any other; within each, the most rated movies
-    first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty query, a query over 200 characters,
+    query, then titles holding it as whole words, then titles with a word starting with it, then any other;
+    within each, the most rated movies first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty query, a query over 200 characters,
     a limit outside 0..ServerLimits.max_k).
     """
     UpsertMovies: _aio.UnaryUnaryMultiCallable[_recommender_service_pb2.UpsertMoviesRequest, _recommender_service_pb2.UpsertMoviesResponse]  # type: ignore[assignment]
@@ -207,8 +207,8 @@ class RecommenderServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_recommender_service_pb2.SearchMoviesResponse, _abc.Awaitable[_recommender_service_pb2.SearchMoviesResponse]]:
         """Title search over the catalog (movies added with UpsertMovies included): case-insensitive, every word of
         the query must occur in the title. Best matches first: the whole title, then titles starting with the
-        query, then titles with a word starting with it, then any other; within each, the most rated movies
-        first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty query, a query over 200 characters,
+        query, then titles holding it as whole words, then titles with a word starting with it, then any other;
+        within each, the most rated movies first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty query, a query over 200 characters,
         a limit outside 0..ServerLimits.max_k).
         """
 

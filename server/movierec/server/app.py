@@ -85,6 +85,9 @@ class RecommenderServer:
         self.health = health_aio.HealthServicer()
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self.servicer = RecommenderServicer(self.engine, settings.max_stream_inflight)
+        self.http: Any = None  # movierec.server.http_app.HttpFace with --http-port
+        self.http_port: int | None = None
         tokens = read_tokens(settings.auth_token_file) if settings.auth_token_file else []
         self.guard = GuardInterceptor(tokens, settings.max_concurrent_streams)
         if self.metrics is not None:
@@ -117,9 +120,7 @@ class RecommenderServer:
         """Bind, start the batcher, report SERVING; returns the bound port."""
         s = self.settings
         server = grpc.aio.server(options=server_options(s), interceptors=self.interceptors())
-        pb_grpc.add_RecommenderServiceServicer_to_server(
-            RecommenderServicer(self.engine, s.max_stream_inflight), server
-        )
+        pb_grpc.add_RecommenderServiceServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (
@@ -137,6 +138,16 @@ class RecommenderServer:
         self.engine.batcher.start()
         await server.start()
         self._server, self.port = server, port
+        if s.http and self.http is None:  # HTTP/JSON + the page: same process, loop, engine, tokens, TLS
+            from movierec.server.http_app import HttpFace
+
+            http = HttpFace(self.servicer, self.guard, self.health, s)
+            try:
+                self.http_port = await http.start()
+            except BaseException:
+                await self.stop(0)
+                raise
+            self.http = http
         if self._metrics_http_wanted and self._metrics_http is None:
             assert self.metrics is not None
             self._metrics_http, self.metrics_port = serve_http(
@@ -152,13 +163,18 @@ class RecommenderServer:
             return
         grace = self.settings.grace_s if grace is None else grace
         await self.health.enter_graceful_shutdown()
-        await self._server.stop(grace)
+        http, self.http = self.http, None
+        await asyncio.gather(self._server.stop(grace), *([http.stop(grace)] if http is not None else []))
         await self.engine.batcher.stop()
         self._server = None
         if self._metrics_http is not None:
             http, self._metrics_http = self._metrics_http, None
             await asyncio.to_thread(http.shutdown)
             http.server_close()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 OVERLAY_POLL_S = 0.25  # --workers N: how often each worker checks the overlay file for others' upserts
@@ -232,6 +248,10 @@ async def serve(
         engine.model.scorer.device,
         time.perf_counter() - t0,
     )
+    if server.http_port is not None:
+        scheme = "https" if settings.tls else "http"
+        log.info("movierec HTTP/JSON and the web page on %s://%s:%d/ (OpenAPI at /openapi.json)", scheme,
+                 _url_host(settings.http_bind_host), server.http_port)  # fmt: skip
     if server.metrics_port is not None:
         log.info("movierec metrics on http://%s:%d/metrics", settings.metrics_host or settings.host, server.metrics_port)
     stop = asyncio.Event()

@@ -85,6 +85,14 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         return len(self._tokens)
 
     # -- authentication -----------------------------------------------------------------------------------
+    def authorized(self, authorization: str | None) -> bool:
+        """The same check for another transport (the HTTP face): the `authorization` header's value; counts a
+        refusal in `denied`."""
+        ok = self._authorized([("authorization", authorization)] if authorization is not None else [])
+        if not ok:
+            self.denied += 1
+        return ok
+
     def _authorized(self, metadata: Any) -> bool:
         if not self._tokens:
             return True

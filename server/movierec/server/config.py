@@ -53,6 +53,9 @@ class ServerSettings:
     workers: str = "1"  # server processes sharing the port (SO_REUSEPORT); "auto" = one per core
     metrics_port: int = -1  # Prometheus /metrics over HTTP; -1 = off, 0 = any free port (logged)
     metrics_host: str = ""  # "" = the gRPC --host
+    # -- HTTP/JSON and the web page (movierec.server.http_app) ----------------------------------------------
+    http_port: int = -1  # JSON endpoints + the page at /; -1 = off, 0 = any free port (logged)
+    http_host: str = ""  # "" = the gRPC --host; the same TLS, tokens and plain-text rule apply
 
     def __post_init__(self) -> None:
         checks = {
@@ -70,6 +73,7 @@ class ServerSettings:
             "watch_interval_s": self.watch_interval_s >= 0,
             "max_movies_per_upsert": self.max_movies_per_upsert >= 1,
             "metrics_port": -1 <= self.metrics_port <= 65535,
+            "http_port": -1 <= self.http_port <= 65535,
             "workers": self.workers == "auto" or (self.workers.isdigit() and 1 <= int(self.workers) <= 256),
         }
         bad = [name for name, ok in checks.items() if not ok]
@@ -90,6 +94,11 @@ class ServerSettings:
             raise ValueError(
                 f"invalid server settings: refusing plain-text gRPC on non-loopback host {self.host!r}; "
                 "give --tls-cert/--tls-key, bind 127.0.0.1, or pass --insecure to allow it"
+            )
+        if self.http and not self.tls and not self.insecure and not is_loopback(self.http_bind_host):
+            raise ValueError(
+                f"invalid server settings: refusing plain-text HTTP on non-loopback --http-host "
+                f"{self.http_bind_host!r}; give --tls-cert/--tls-key, bind 127.0.0.1, or pass --insecure"
             )
 
     def overlay_path(self) -> Path:
@@ -118,6 +127,14 @@ class ServerSettings:
     @property
     def metrics(self) -> bool:
         return self.metrics_port >= 0
+
+    @property
+    def http(self) -> bool:
+        return self.http_port >= 0
+
+    @property
+    def http_bind_host(self) -> str:
+        return self.http_host or self.host
 
     @property
     def tls(self) -> bool:

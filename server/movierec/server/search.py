@@ -63,11 +63,14 @@ def title_index(model: LoadedModel) -> TitleIndex:
     return index
 
 
-def search_titles(model: LoadedModel, query: str, limit: int, max_limit: int) -> tuple[npt.NDArray[np.int64], int]:
+def search_titles(
+    model: LoadedModel, query: str, limit: int, max_limit: int
+) -> tuple[npt.NDArray[np.int64], int]:
     """Dense indices of the best `limit` (0 = DEFAULT_LIMIT) matches of `query`, and how many matched.
 
-    Order: the whole title equals the query, then titles starting with it, then titles with a word starting
-    with it, then the rest; within each, most training ratings first, then ascending movie id."""
+    Order: the whole title equals the query, then titles starting with it, then titles holding it as whole
+    words, then titles with a word starting with it, then the rest; within each, most training ratings first,
+    then ascending movie id."""
     if len(query) > MAX_QUERY_CHARS:
         raise invalid(f"query: {len(query)} characters; at most {MAX_QUERY_CHARS}")
     q = fold(query)
@@ -84,8 +87,10 @@ def search_titles(model: LoadedModel, query: str, limit: int, max_limit: int) ->
     if found.size == 0:
         return found.astype(np.int64), 0
     titles = index.folded[found]
-    tier = np.full(found.size, 3, dtype=np.int64)
-    tier[np.char.find(index.spaced[found], " " + q) >= 0] = 2
+    spaced = np.char.add(index.spaced[found], " ")
+    tier = np.full(found.size, 4, dtype=np.int64)
+    tier[np.char.find(spaced, " " + q) >= 0] = 3
+    tier[np.char.find(spaced, f" {q} ") >= 0] = 2
     tier[np.char.startswith(titles, q)] = 1
     tier[titles == q] = 0
     order = np.lexsort((index.raw_ids[found], -index.popularity[found], tier))
