@@ -156,10 +156,19 @@ class Supervisor:
             sock = reserve_port(s.host, s.port)
         except OSError as exc:
             raise OSError(f"cannot bind {s.host}:{s.port} ({exc.strerror or exc})") from None
+        http_sock = None  # --http-port: held the same way; each worker binds it with SO_REUSEPORT too
         try:
+            if s.http:
+                try:
+                    http_sock = reserve_port(s.http_bind_host, s.http_port)
+                except OSError as exc:
+                    raise OSError(f"cannot bind HTTP {s.http_bind_host}:{s.http_port} ({exc.strerror or exc})") from None
+                self.settings = dataclasses.replace(s, http_port=http_sock.getsockname()[1])
             return self._run(sock)
         finally:
             sock.close()
+            if http_sock is not None:
+                http_sock.close()
             if self.metrics_dir:
                 shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
@@ -201,6 +210,9 @@ class Supervisor:
                 return 2
         log.info("movierec supervisor: all %d workers serving on %s:%d (pids %s), ready in %.1fs", self.n, s.host,
                  s.port, ",".join(str(p) for p in self.workers), time.perf_counter() - t0)  # fmt: skip
+        if s.http:
+            log.info("movierec supervisor: HTTP/JSON and the web page on %s://%s:%d/ (every worker)",
+                     "https" if s.tls else "http", s.http_bind_host, s.http_port)  # fmt: skip
         pending: list[tuple[float, int]] = []  # (when, index): restarts waiting for their pause
         while not self.stopping:
             if self.hup:
