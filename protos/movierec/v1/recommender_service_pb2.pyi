@@ -477,7 +477,7 @@ class SearchMoviesRequest(_message.Message):
     the title (as a substring), in any order.
     """
     limit: _builtins.int
-    """Most movies to return; 0 = 20. At most ServerLimits.max_k."""
+    """Most movies to return; 0 = 20. At most the server's --max-k (default 1000), whatever the catalog size."""
     def __init__(
         self,
         *,

@@ -127,8 +127,8 @@ class RecommenderServiceServicer:
         """Title search over the catalog (movies added with UpsertMovies included): case-insensitive, every word of
         the query must occur in the title. Best matches first: the whole title, then titles starting with the
         query, then titles holding it as whole words, then titles with a word starting with it, then any other;
-        within each, the most rated movies first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty query, a query over 200 characters,
-        a limit outside 0..ServerLimits.max_k).
+        within each, the most rated movies first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty
+        query, a query over 200 characters, a limit outside 0..the server's --max-k).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -75,8 +75,8 @@ class RecommenderServiceStub:
     """Title search over the catalog (movies added with UpsertMovies included): case-insensitive, every word of
     the query must occur in the title. Best matches first: the whole title, then titles starting with the
     query, then titles holding it as whole words, then titles with a word starting with it, then any other;
-    within each, the most rated movies first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty query, a query over 200 characters,
-    a limit outside 0..ServerLimits.max_k).
+    within each, the most rated movies first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty
+    query, a query over 200 characters, a limit outside 0..the server's --max-k).
     """
     UpsertMovies: _grpc.UnaryUnaryMultiCallable[_recommender_service_pb2.UpsertMoviesRequest, _recommender_service_pb2.UpsertMoviesResponse]
     """Adds movies to the catalog, or updates their metadata, while serving. From the moment it returns, an
@@ -125,8 +125,8 @@ class RecommenderServiceAsyncStub(RecommenderServiceStub):
     """Title search over the catalog (movies added with UpsertMovies included): case-insensitive, every word of
     the query must occur in the title. Best matches first: the whole title, then titles starting with the
     query, then titles holding it as whole words, then titles with a word starting with it, then any other;
-    within each, the most rated movies first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty query, a query over 200 characters,
-    a limit outside 0..ServerLimits.max_k).
+    within each, the most rated movies first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty
+    query, a query over 200 characters, a limit outside 0..the server's --max-k).
     """
     UpsertMovies: _aio.UnaryUnaryMultiCallable[_recommender_service_pb2.UpsertMoviesRequest, _recommender_service_pb2.UpsertMoviesResponse]  # type: ignore[assignment]
     """Adds movies to the catalog, or updates their metadata, while serving. From the moment it returns, an
@@ -208,8 +208,8 @@ class RecommenderServiceServicer(metaclass=_abc_1.ABCMeta):
         """Title search over the catalog (movies added with UpsertMovies included): case-insensitive, every word of
         the query must occur in the title. Best matches first: the whole title, then titles starting with the
         query, then titles holding it as whole words, then titles with a word starting with it, then any other;
-        within each, the most rated movies first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty query, a query over 200 characters,
-        a limit outside 0..ServerLimits.max_k).
+        within each, the most rated movies first, then ascending movie id. Errors: INVALID_ARGUMENT (an empty
+        query, a query over 200 characters, a limit outside 0..the server's --max-k).
         """
 
     @_abc_1.abstractmethod

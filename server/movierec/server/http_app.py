@@ -65,7 +65,7 @@ class _Context:
 
 # -- requests -> messages -------------------------------------------------------------------------------------
 _FAILED = re.compile(r"Failed to parse (\w+) field: ")
-_UNKNOWN = re.compile(r'has no field named "([^"]*)" at "([\w.]*)"')
+_UNKNOWN = re.compile(r'Message type "([\w.]+)" has no field named "([^"]*)"(?: at "([^"]*)")?')
 
 
 def parse_error_message(text: str, message: Message) -> str:
@@ -76,9 +76,10 @@ def parse_error_message(text: str, message: Message) -> str:
         path.append(m.group(1))
         rest = rest[m.end() :]
     if u := _UNKNOWN.search(rest):
-        owner = u.group(2).rsplit(".", 1)[-1] or message.DESCRIPTOR.name
+        owner, name, at = u.group(1).rsplit(".", 1)[-1], u.group(2), (u.group(3) or "").split(".", 1)
+        where = at[1] if len(at) == 2 else ".".join(path)  # "queries[0].profile" when json_format says it
         fields = rest.split("Available Fields(except extensions):", 1)[-1].strip(' ."[]').replace("'", "")
-        return f"{'.'.join([*path, u.group(1)])}: unknown field of {owner} (its fields: {fields})"
+        return f"{where + '.' if where else ''}{name}: unknown field of {owner} (its fields: {fields})"
     rest = re.sub(r" at [\w.]+\.?$", "", rest).rstrip(".")
     return f"{'.'.join(path) or 'request'}: {rest}"
 

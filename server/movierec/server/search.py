@@ -77,7 +77,7 @@ def search_titles(
     if not q:
         raise invalid("query: empty; give a word of a title (1..200 characters)")
     if limit < 0 or limit > max_limit:
-        raise invalid(f"limit: {limit} is outside 0..{max_limit} (0 = {DEFAULT_LIMIT}; ServerLimits.max_k)")
+        raise invalid(f"limit: {limit} is outside 0..{max_limit} (0 = {DEFAULT_LIMIT}; the server's --max-k)")
     limit = limit or min(DEFAULT_LIMIT, max_limit)
     index = title_index(model)
     mask = np.ones(index.folded.size, dtype=bool)

@@ -324,7 +324,7 @@ class RecommenderServicer(pb_grpc.RecommenderServiceServicer):
         """Title search over the catalog (movierec.server.search), added movies included."""
         m = self.engine.model
         try:
-            idx, n_matches = search_titles(m, request.query, request.limit, self.engine.max_k(m))
+            idx, n_matches = search_titles(m, request.query, request.limit, self.engine.settings.max_k)
         except RequestError as err:
             await self._abort(context, err)
             raise
