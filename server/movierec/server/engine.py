@@ -97,6 +97,9 @@ class LoadedModel:
     path: Path | None = None
     base: ScorerLike | None = None  # None: `scorer` is the base
     id_order: IntArray | None = None  # dense indices in ascending raw id order (None: already ascending)
+    # users' raw ids are first_user, first_user + 1, ... (MovieLens, synthetic data): a user's dense index is
+    # its id minus first_user, no search (the per-call path); None: look ids up through the IdMap
+    first_user: int | None = None
 
     @classmethod
     def of(cls, scorer: ScorerLike, path: Path | None = None, *, base: ScorerLike | None = None) -> LoadedModel:
@@ -104,6 +107,10 @@ class LoadedModel:
         raw = scorer.items.raw
         n_items = len(raw)
         ascending = n_items < 2 or bool((raw[1:] > raw[:-1]).all())
+        users = np.asarray(scorer.users.raw)
+        contiguous = users.size > 0 and int(users[-1]) - int(users[0]) == users.size - 1 and bool(
+            (np.diff(users) == 1).all()
+        )
         return cls(
             scorer=scorer,
             version=str(scorer.info.version),
@@ -114,7 +121,23 @@ class LoadedModel:
             path=path,
             base=base if base is not scorer else None,
             id_order=None if ascending else np.argsort(raw, kind="stable").astype(np.int64),
+            first_user=int(users[0]) if contiguous else None,
         )
+
+    def user_index(self, user_ids: IntArray) -> IntArray:
+        """Dense indices of known users' raw ids; an unknown id -> NOT_FOUND (validation.users_to_index)."""
+        first = self.first_user
+        if first is not None:
+            n = len(self.scorer.users)
+            if user_ids.size == 1:  # the common online call: plain integer arithmetic
+                u = int(user_ids[0]) - first
+                if 0 <= u < n:
+                    return np.array([u], dtype=np.int64)
+            else:
+                idx = user_ids - first
+                if not ((idx < 0) | (idx >= n)).any():
+                    return idx
+        return v.users_to_index(user_ids, self.scorer.users)
 
     @property
     def base_scorer(self) -> ScorerLike:
@@ -261,12 +284,17 @@ def run_batch(scorer: ScorerLike, jobs: Sequence[ScoreJob]) -> list[ScoreOutput]
         scores = np.asarray(scores, dtype=np.float32)
         valid = items >= 0
         movie_ids = np.where(valid, scorer.items.raw[np.maximum(items, 0)], -1)
+        # valid entries per row, once for the batch (padding is only ever at a row's end), then views per job
+        n_valid = valid.sum(axis=1)
         start = 0
         for i, j in zip(ranked, sel, strict=True):
-            rows, cols = slice(start, start + j.rows), slice(0, j.k)
-            n_valid = valid[rows, cols].sum(axis=1)
-            topk_out[i] = (items[rows, cols], scores[rows, cols], movie_ids[rows, cols], n_valid)
-            start += j.rows
+            end = start + j.rows
+            if j.k == kmax:
+                topk_out[i] = (items[start:end], scores[start:end], movie_ids[start:end], n_valid[start:end])
+            else:
+                topk_out[i] = (items[start:end, : j.k], scores[start:end, : j.k], movie_ids[start:end, : j.k],
+                               np.minimum(n_valid[start:end], j.k))  # fmt: skip
+            start = end
     pred_out: dict[int, FloatArray] = {}
     predicted = [i for i, j in enumerate(jobs) if j.targets is not None and j.targets.nnz]
     if predicted:
@@ -563,7 +591,7 @@ class Engine:
         m = model or self.model
         v.check_count(user_ids.size, self.settings.max_users_per_call, "user_ids")
         self._check_k(k, m)
-        users = v.users_to_index(user_ids, m.scorer.users)
+        users = m.user_index(user_ids)
         exclude, include = self._candidates(exclude_ids, include_ids, m)
         self._check_size(user_ids.size, k, titles, m)
         job = ScoreJob(None, k, exclude, include, model=m, users=users)  # histories gathered in the batch

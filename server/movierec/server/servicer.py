@@ -28,8 +28,13 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RecommenderService"].full_name
 
 
+_NO_IDS = np.zeros(0, dtype=np.int64)
+_NO_IDS.flags.writeable = False  # shared by every request that leaves a list empty
+
+
 def _ids(field: Any) -> np.ndarray:
-    return np.fromiter(field, dtype=np.int64, count=len(field))
+    n = len(field)
+    return np.fromiter(field, dtype=np.int64, count=n) if n else _NO_IDS
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
