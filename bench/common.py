@@ -18,16 +18,26 @@ def proc_kib(pid: int, field: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def start_server(cmd: list[str], pattern: str = r"serving on \S+:(\d+)") -> tuple[subprocess.Popen[str], int]:
-    """Start a server subprocess; wait for the log line with its port; keep draining its stderr."""
+def start_server(
+    cmd: list[str], pattern: str = r"serving on \S+:(\d+)", log: list[str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
+    """Start a server subprocess; wait for the log line with its port; keep draining its stderr (into `log`
+    when given: the last 200 lines)."""
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     assert proc.stderr is not None
     for line in proc.stderr:
         m = re.search(pattern, line)
         if m:
-            threading.Thread(target=lambda: [None for _ in proc.stderr or ()], daemon=True).start()
+            threading.Thread(target=_drain, args=(proc, log), daemon=True).start()
             return proc, int(m.group(1))
     raise SystemExit(f"server {cmd} exited with status {proc.wait()}")
+
+
+def _drain(proc: subprocess.Popen[str], log: list[str] | None) -> None:
+    for line in proc.stderr or ():
+        if log is not None:
+            log.append(line)
+            del log[:-200]
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
