@@ -9,6 +9,11 @@ whose deadline passed, and runs `run_batch` on the survivors in a worker thread,
 blocks on the model. Results (or the exception) go back to each caller.
 
 Per request it costs one future and a deque append: no asyncio.Queue, no `wait_for` task per job.
+
+Small steps on the loop (`inline_max_s`, off by default; the engine turns it on for CPU models): a step of at
+most INLINE_MAX_ROWS rows runs on the event loop itself when recent such steps took less than `inline_max_s`
+of CPU. A lone caller then pays no hand-off to the model thread and back (two thread wake-ups, which on a
+loaded machine wait for a free core); larger or slower steps keep running in the model thread.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ J = TypeVar("J")
 R = TypeVar("R")
 
 log = logging.getLogger(__name__)
+
+INLINE_MAX_ROWS = 4  # steps this small may run on the event loop (see inline_max_s)
 
 
 @dataclass
@@ -95,6 +102,7 @@ class DynamicBatcher(Generic[J, R]):
         executor: Executor | None = None,
         observer: BatchObserver | None = None,
         tracer: StepTracer | None = None,
+        inline_max_s: float = 0.0,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_delay_s < 0:
             raise ValueError("max_batch_size and max_queue_size must be >= 1, max_delay_s >= 0")
@@ -113,6 +121,8 @@ class DynamicBatcher(Generic[J, R]):
         self.stats = BatcherStats()
         self.observer = observer
         self.tracer = tracer
+        self.inline_max_s = inline_max_s
+        self._small_step_cpu: float | None = None  # EWMA of the CPU seconds of steps <= INLINE_MAX_ROWS rows
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -240,8 +250,24 @@ class DynamicBatcher(Generic[J, R]):
             if expired:
                 self.observer.dropped("deadline", expired)
 
+    def _inline(self, rows: int) -> bool:
+        """Whether a step of `rows` rows runs on the event loop (small, and such steps are cheap lately)."""
+        cpu = self._small_step_cpu
+        return rows <= INLINE_MAX_ROWS and cpu is not None and cpu < self.inline_max_s
+
     def _step(self, batch: list[_Pending[J, R]]) -> Sequence[R]:
-        """One model step, in the model thread: run_batch (in a span when tracing), then the observer."""
+        """One model step (in the model thread, or inline): run_batch (in a span when tracing), then the
+        observer; small steps' CPU time is tracked when inline steps are on."""
+        if self.inline_max_s > 0 and sum(p.rows for p in batch) <= INLINE_MAX_ROWS:
+            c0 = time.thread_time()
+            results = self._step_traced(batch)
+            cpu = time.thread_time() - c0
+            last = self._small_step_cpu
+            self._small_step_cpu = cpu if last is None else 0.8 * last + 0.2 * cpu
+            return results
+        return self._step_traced(batch)
+
+    def _step_traced(self, batch: list[_Pending[J, R]]) -> Sequence[R]:
         jobs = [p.job for p in batch]
         if self.observer is None and self.tracer is None:
             return self._run_batch(jobs)
@@ -262,7 +288,10 @@ class DynamicBatcher(Generic[J, R]):
             if not batch:
                 continue
             try:
-                results = await loop.run_in_executor(self._executor, self._step, batch)
+                if self.inline_max_s > 0 and self._inline(sum(p.rows for p in batch)):
+                    results = self._step(batch)
+                else:
+                    results = await loop.run_in_executor(self._executor, self._step, batch)
             except asyncio.CancelledError:
                 for p in batch:
                     if not p.future.done():

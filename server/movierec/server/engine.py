@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the scorer (torch) is loaded by the model manager, not at i
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
 log = logging.getLogger("movierec.server")
+INLINE_MAX_S = 0.001  # CPU seconds: small model steps cheaper than this run on the event loop (batcher)
 _NO_CHANGE = Rebase(np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
@@ -385,6 +386,9 @@ class Engine:
             rows_of=lambda job: job.rows,
             observer=observer,
             tracer=tracer,
+            # CPU models: steps of a few users that cost under 1 ms run on the event loop (no thread hand-off
+            # for a lone caller); on CUDA every step stays in the model thread
+            inline_max_s=0.0 if str(getattr(scorer, "device", "cpu")).startswith("cuda") else INLINE_MAX_S,
         )
 
     # -- the current model ---------------------------------------------------------------------------------

@@ -1,0 +1,52 @@
+"""DynamicBatcher(inline_max_s=...): cheap steps of a few rows run on the event loop (no hand-off to the model
+thread); larger steps, slow steps and batchers without the option keep running in the model thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+from movierec.server.batcher import INLINE_MAX_ROWS, DynamicBatcher
+
+
+def run_threads(inline_max_s: float, step_s: float, rows: int, n: int = 4) -> list[str]:
+    """Thread names that ran each of `n` sequential jobs of `rows` rows."""
+
+    async def main() -> list[str]:
+        names: list[str] = []
+
+        def run(jobs: Sequence[int]) -> list[int]:
+            names.append(threading.current_thread().name)
+            end = time.thread_time() + step_s
+            while time.thread_time() < end:  # burn CPU: the batcher measures CPU time
+                pass
+            return list(jobs)
+
+        b: DynamicBatcher[int, int] = DynamicBatcher(
+            run, max_batch_size=64, max_delay_s=0.0, max_queue_size=16, rows_of=lambda j: j,
+            inline_max_s=inline_max_s,
+        )  # fmt: skip
+        b.start()
+        for _ in range(n):
+            assert await b.submit(rows) == rows
+        await b.stop()
+        return names
+
+    return asyncio.run(main())
+
+
+def test_cheap_small_steps_run_on_the_loop_after_the_first() -> None:
+    names = run_threads(inline_max_s=1.0, step_s=0.0, rows=1)
+    assert names[0].startswith("movierec-model")  # measured in the model thread first
+    assert names[1:] == ["MainThread"] * 3
+
+
+def test_large_slow_or_default_steps_stay_in_the_model_thread() -> None:
+    for names in (
+        run_threads(inline_max_s=1.0, step_s=0.0, rows=INLINE_MAX_ROWS + 1),
+        run_threads(inline_max_s=0.001, step_s=0.005, rows=1),
+        run_threads(inline_max_s=0.0, step_s=0.0, rows=1),
+    ):
+        assert all(n.startswith("movierec-model") for n in names), names
