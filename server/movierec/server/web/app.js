@@ -139,6 +139,7 @@
     if (!q) {
       ul.replaceChildren();
       ul.dataset.query = "";
+      ul.dataset.state = "ready";
       return;
     }
     try {
@@ -157,6 +158,7 @@
         ul.append(li);
       }
       ul.dataset.query = q;
+      ul.dataset.state = "ready";
       showError(null);
     } catch (err) {
       showError(err);
@@ -250,6 +252,7 @@
 
   $("search").addEventListener("input", () => {
     clearTimeout(searchTimer);
+    $("search-results").dataset.state = "pending"; // until the results for what is typed now are shown
     searchTimer = setTimeout(search, 150);
   });
   $("clear-ratings").addEventListener("click", () => {
