@@ -7,14 +7,16 @@ PIP := $(VENV)/bin/pip
 DATA ?= data
 ARTIFACT ?= artifacts/ml-100k-u1
 PORT ?= 50051
+HTTP_PORT ?= 8080
 PIP_INSTALL := $(PIP) install -q --disable-pip-version-check -c constraints.txt
 
-.PHONY: help install demo test soak lint typecheck proto proto-check serve bench report report-cold-start gpu-check clean
+.PHONY: help install demo test soak lint typecheck proto proto-check serve web bench report report-cold-start gpu-check clean
 
 help:
 	@echo "make demo   - install, fetch ml-100k, train if needed, serve, query over gRPC"
 	@echo "make test   - install and run the whole test suite"
 	@echo "make serve  - serve the default artifact in the foreground"
+	@echo "make web    - serve the default artifact with the web page and HTTP/JSON on http://127.0.0.1:$(HTTP_PORT)/"
 	@echo "make bench  - benchmarks (prints figures, writes bench/results/)"
 	@echo "make bench-train - training time and peak RSS per preset and stage on synthetic 100k..25m shapes"
 	@echo "make report - train every preset on u1 and write the results table and plot"
@@ -42,6 +44,11 @@ demo: $(ARTIFACT)/manifest.json
 
 serve: $(ARTIFACT)/manifest.json
 	$(VENV)/bin/movierec serve --artifact $(ARTIFACT) --port $(PORT)
+
+# The page and the HTTP/JSON API beside gRPC, one process (Ctrl-C stops it).
+web: $(ARTIFACT)/manifest.json
+	@echo "movierec: open http://127.0.0.1:$(HTTP_PORT)/ (JSON API: http://127.0.0.1:$(HTTP_PORT)/openapi.json; gRPC on $(PORT))"
+	$(VENV)/bin/movierec serve --artifact $(ARTIFACT) --port $(PORT) --http-port $(HTTP_PORT)
 
 proto: install
 	$(PY) tools/protogen.py
