@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,13 @@ AUTH = (("authorization", f"Bearer {TOKEN}"),)
 class Served:
     """A `movierec serve --workers 2` process group; stderr collected by a thread."""
 
-    def __init__(self, artifact: Path, tmp: Path) -> None:
+    def __init__(self, artifact: Path, tmp: Path, extra: Sequence[str] = ()) -> None:
         tokens = tmp / "tokens.txt"
         tokens.write_text(TOKEN + "\n")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "movierec.cli", "serve", "--artifact", str(artifact), "--port", "0",
              "--device", "cpu", "--workers", "2", "--metrics-port", "0", "--auth-token-file", str(tokens),
-             "--grace-s", "5"],
+             "--grace-s", "5", *extra],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True,
         )  # fmt: skip
         self.lines: list[str] = []
@@ -102,16 +102,20 @@ def _users(artifact_users: Any) -> list[int]:
     return [int(u) for u in artifact_users[:10]]
 
 
-async def _channels_on_both(s: Served) -> dict[int, list[tuple[grpc.aio.Channel, Any]]]:
-    """Open separate connections (no shared subchannels) until both workers hold at least one."""
+async def _channels_on_both(
+    s: Served, credentials: grpc.ChannelCredentials | None = None, per_worker: int = 2
+) -> dict[int, list[tuple[grpc.aio.Channel, Any]]]:
+    """Open separate connections (no shared subchannels) until both workers hold at least `per_worker`."""
     by_worker: dict[int, list[tuple[grpc.aio.Channel, Any]]] = {}
+    opts = [("grpc.use_local_subchannel_pool", 1)]
     for _ in range(64):
-        ch = grpc.aio.insecure_channel(s.target, options=[("grpc.use_local_subchannel_pool", 1)])
+        ch = (grpc.aio.secure_channel(s.target, credentials, options=opts) if credentials is not None
+              else grpc.aio.insecure_channel(s.target, options=opts))  # fmt: skip
         stub = pb_grpc.RecommenderServiceStub(ch)
         await stub.GetModelInfo(pb.GetModelInfoRequest(), metadata=AUTH)
         pid = await asyncio.to_thread(_newest_pid, s, by_worker)
         by_worker.setdefault(pid, []).append((ch, stub))
-        if len(by_worker) == 2 and sum(len(v) for v in by_worker.values()) >= 4:
+        if len(by_worker) == 2 and all(len(v) >= per_worker for v in by_worker.values()):
             return by_worker
     raise AssertionError(f"64 connections all went to {list(by_worker)}")
 
