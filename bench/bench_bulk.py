@@ -78,7 +78,20 @@ def end_to_end(
     }  # fmt: skip
 
 
-def run(shape: str, device: str, users: int | None, chunk: int, k: int, seed: int = 0) -> dict[str, Any]:
+def run(shape: str, device: str, users: int | None, chunk: int, k: int, seed: int = 0, repeats: int = 1) -> dict[str, Any]:
+    """In-process and end to end `repeats` times, interleaved; the figures of the run with the median ratio,
+    and every run's ratio (`ratio_runs`)."""
+    runs = [_run_once(shape, device, users, chunk, k, seed) for _ in range(repeats)]
+    ratios = [r["ratio_e2e_over_in_process"] for r in runs]
+    median_run = sorted(runs, key=lambda r: r["ratio_e2e_over_in_process"])[len(runs) // 2]
+    if repeats > 1:
+        print(f"  bulk end to end / in-process over {repeats} runs: median {median_run['ratio_e2e_over_in_process']:.2f}x "
+              f"({min(ratios):.2f}..{max(ratios):.2f})", flush=True)  # fmt: skip
+    return {**median_run, "ratio_runs": ratios, "in_process_runs": [r["in_process"]["users_per_s"] for r in runs],
+            "end_to_end_runs": [r["end_to_end"]["users_per_s"] for r in runs]}  # fmt: skip
+
+
+def _run_once(shape: str, device: str, users: int | None, chunk: int, k: int, seed: int = 0) -> dict[str, Any]:
     artifact = build_artifact(Path(f"bench/results/synthetic-{shape}-seed{seed}"), shape, seed=seed)
     manifest = json.loads((artifact / "manifest.json").read_text())
     total = int(manifest["n_users"])

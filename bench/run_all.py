@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bench_bulk, bench_online, bench_ray, performance_md
+from bench import bench_bulk, bench_online, bench_ray, bench_workers, performance_md
 
 RESULTS = Path("bench/results")
 
@@ -79,11 +79,15 @@ def main() -> None:
     p.add_argument("--online-artifact", type=Path, default=None)
     p.add_argument("--no-ray", action="store_true", help="skip the Ray Data bulk runs")
     p.add_argument("--no-synthetic-online", action="store_true", help="online benchmark on ml-100k only")
+    p.add_argument("--no-workers", action="store_true", help="skip the workers / metrics benchmark")
+    p.add_argument("--repeats", type=int, default=3, help="runs of the bulk and workers benchmarks (medians)")
+    p.add_argument("--conditions", default="", help="how busy the machine was, said in the README section")
     a = p.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     res: dict[str, Any] = {"machine": machine(a.device), "quick": a.quick}
-    res["bulk"] = bench_bulk.run(a.shape, a.device, 20_000 if a.quick else None, 1024, 10)
+    repeats = 1 if a.quick else a.repeats
+    res["bulk"] = bench_bulk.run(a.shape, a.device, 20_000 if a.quick else None, 1024, 10, repeats=repeats)
     if not a.no_ray and a.device == "cpu":
         res["ray"] = bench_ray.run("tiny" if a.quick else a.shape, [1, 2])
     calls, seconds = (300, 2.0) if a.quick else (1000, 5.0)
@@ -91,6 +95,10 @@ def main() -> None:
     if not a.no_synthetic_online:  # the same, on the bulk run's synthetic artifact (a larger catalog)
         synthetic = Path(f"bench/results/synthetic-{a.shape}-seed0")
         res["online_synthetic"] = bench_online.run(synthetic, a.device, calls, seconds, [])
+    if not a.no_workers and a.device == "cpu":  # 1 and 2 workers, echo with as many processes, metrics on/off
+        res["workers"] = bench_workers.run(a.online_artifact, repeats, 200 if a.quick else 500, 2.0 if a.quick else 3.0)
+        (RESULTS / "workers.json").write_text(json.dumps(res["workers"], indent=2))
+    res["conditions"] = a.conditions
     res["seconds"] = time.perf_counter() - t0
     tag = "" if a.device == "cpu" else f"-{a.device.replace(':', '')}"
     out_json, out_png = RESULTS / f"bench{tag}.json", RESULTS / f"bench{tag}.png"
