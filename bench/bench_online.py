@@ -61,16 +61,24 @@ def concurrency_1(target: str, users: np.ndarray, n: int) -> dict[str, float]:
 async def closed_loop(
     clients: list[AsyncClient], users: np.ndarray, concurrency: int, seconds: float
 ) -> dict[str, float]:
-    """`concurrency` closed-loop callers of Recommend for `seconds`, caller w on clients[w % len(clients)]."""
+    """`concurrency` closed-loop callers of Recommend for `seconds`. With several clients (connections), each
+    call goes to the one with the fewest calls in flight (least outstanding requests): the kernel spreads
+    connections over `--workers` by a hash, so 8 connections often land 5 / 3 or 6 / 2, and callers pinned to
+    connections would load the workers as unevenly; this way a worker gets the calls it keeps up with."""
     stop_at = time.perf_counter() + seconds
     lat: list[float] = []
+    inflight = [0] * len(clients)
 
     async def worker(w: int) -> int:
-        ac = clients[w % len(clients)]
         n = 0
         while time.perf_counter() < stop_at:
+            i = inflight.index(min(inflight)) if len(clients) > 1 else 0
+            inflight[i] += 1
             t = time.perf_counter()
-            await ac.recommend(int(users[(w * 7919 + n) % users.size]), k=10)
+            try:
+                await clients[i].recommend(int(users[(w * 7919 + n) % users.size]), k=10)
+            finally:
+                inflight[i] -= 1
             lat.append(time.perf_counter() - t)
             n += 1
         return n

@@ -28,11 +28,15 @@ from bench.common import movierec_serve, start_server, stop
 from movierec.client import AsyncClient, Client, RecommendQuery
 
 LEVELS = (1, 8, 64)
-CONNECTIONS = 8  # the kernel spreads connections (not calls) over workers: every configuration gets 8
+# the kernel spreads connections (not calls) over workers, by a hash: every configuration gets up to 16 (and
+# closed_loop sends each call on the connection with the fewest in flight)
+CONNECTIONS = 16
+STREAMS = 8  # StreamRecommend: one stream per connection
 
 
 async def concurrent(target: str, users: np.ndarray, concurrency: int, seconds: float) -> dict[str, float]:
-    """`concurrency` closed-loop callers spread over CONNECTIONS separate connections (one event loop)."""
+    """`concurrency` closed-loop callers over min(CONNECTIONS, concurrency) separate connections (one event
+    loop; no shared subchannels)."""
 
     opts = [("grpc.use_local_subchannel_pool", 1)]
     clients = [AsyncClient(target, timeout=30, options=opts) for _ in range(min(CONNECTIONS, concurrency))]
@@ -50,16 +54,23 @@ def _clients(target: str, n: int) -> list[AsyncClient]:
 
 async def batched(target: str, users: np.ndarray, per_call: int, callers: int, seconds: float) -> dict[str, float]:
     """Users/s through Recommend with `per_call` users per call, `callers` closed-loop callers."""
-    clients = _clients(target, min(CONNECTIONS, callers))
+    clients = _clients(target, CONNECTIONS)
     try:
         await asyncio.gather(*(c.recommend(users[:per_call].tolist(), k=10) for c in clients))  # warm-up
         stop_at = asyncio.get_running_loop().time() + seconds
 
+        inflight = [0] * len(clients)
+
         async def caller(w: int) -> int:
-            c, n = clients[w % len(clients)], 0
+            n = 0
             while asyncio.get_running_loop().time() < stop_at:
+                i = inflight.index(min(inflight))  # the connection with the fewest calls in flight
+                inflight[i] += 1
                 lo = (w * 7919 + n * per_call) % max(users.size - per_call, 1)
-                await c.recommend(users[lo : lo + per_call].tolist(), k=10)
+                try:
+                    await clients[i].recommend(users[lo : lo + per_call].tolist(), k=10)
+                finally:
+                    inflight[i] -= 1
                 n += 1
             return n
 
@@ -141,7 +152,7 @@ def one_run(cmd: list[str], users: np.ndarray, calls: int, seconds: float) -> di
             out[str(level)] = asyncio.run(concurrent(target, users, level, seconds))
         if "movierec.cli" in cmd and "--metrics-port" not in cmd:  # users/s through batches and streams
             out["batched32"] = asyncio.run(batched(target, users, 32, 8, seconds))
-            out["stream"] = asyncio.run(streamed(target, users, CONNECTIONS, seconds))
+            out["stream"] = asyncio.run(streamed(target, users, STREAMS, seconds))
         out["memory"] = memory(proc.pid)
         return out
     finally:

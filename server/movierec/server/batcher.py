@@ -11,8 +11,7 @@ blocks on the model. Results (or the exception) go back to each caller.
 Per request it costs one future and a deque append: no asyncio.Queue, no `wait_for` task per job.
 
 Small steps on the loop (`inline_max_s`, off by default; the engine turns it on for CPU models): a step of at
-most INLINE_MAX_ROWS rows runs on the event loop itself when recent such steps took less than `inline_max_s`
-of CPU. A lone caller then pays no hand-off to the model thread and back (two thread wake-ups, which on a
+most INLINE_MAX_ROWS rows runs on the event loop itself when recent such steps took less than `inline_max_s`. A lone caller then pays no hand-off to the model thread and back (two thread wake-ups, which on a
 loaded machine wait for a free core); larger or slower steps keep running in the model thread.
 """
 
@@ -122,7 +121,7 @@ class DynamicBatcher(Generic[J, R]):
         self.observer = observer
         self.tracer = tracer
         self.inline_max_s = inline_max_s
-        self._small_step_cpu: float | None = None  # EWMA of the CPU seconds of steps <= INLINE_MAX_ROWS rows
+        self._small_step_cpu: float | None = None  # EWMA of the wall seconds of steps <= INLINE_MAX_ROWS rows
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -251,17 +250,17 @@ class DynamicBatcher(Generic[J, R]):
                 self.observer.dropped("deadline", expired)
 
     def _inline(self, rows: int) -> bool:
-        """Whether a step of `rows` rows runs on the event loop (small, and such steps are cheap lately)."""
+        """Whether a step of `rows` rows runs on the event loop (small, and such steps were quick lately)."""
         cpu = self._small_step_cpu
         return rows <= INLINE_MAX_ROWS and cpu is not None and cpu < self.inline_max_s
 
     def _step(self, batch: list[_Pending[J, R]]) -> Sequence[R]:
         """One model step (in the model thread, or inline): run_batch (in a span when tracing), then the
-        observer; small steps' CPU time is tracked when inline steps are on."""
+        observer; small steps' durations are tracked when inline steps are on."""
         if self.inline_max_s > 0 and sum(p.rows for p in batch) <= INLINE_MAX_ROWS:
-            c0 = time.thread_time()
-            results = self._step_traced(batch)
-            cpu = time.thread_time() - c0
+            c0 = time.perf_counter()  # wall time (a vDSO read; thread CPU time is a system call): a step slowed
+            results = self._step_traced(batch)  # down by a busy machine counts as slow, so it leaves the loop
+            cpu = time.perf_counter() - c0
             last = self._small_step_cpu
             self._small_step_cpu = cpu if last is None else 0.8 * last + 0.2 * cpu
             return results

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the scorer (torch) is loaded by the model manager, not at i
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
 log = logging.getLogger("movierec.server")
-INLINE_MAX_S = 0.001  # CPU seconds: small model steps cheaper than this run on the event loop (batcher)
+INLINE_MAX_S = 0.001  # seconds: small model steps quicker than this run on the event loop (batcher)
 _NO_CHANGE = Rebase(np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
