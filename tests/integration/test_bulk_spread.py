@@ -93,3 +93,16 @@ def test_cli_with_several_targets_writes_csv(server, make_server, scorer, tmp_pa
     lines = out.read_text().splitlines()
     assert lines[0] == "user_id,rank,movie_id,score" or lines[0].replace('"', "") == "user_id,rank,movie_id,score"
     assert len(lines) == 1 + 3 * len(scorer.users)
+
+
+def test_cli_connections_pull_shards_over_separate_connections(server, scorer, tmp_path: Path) -> None:
+    out = tmp_path / "recs.parquet"
+    assert main(["score-all", "--target", server.target, "-k", "4", "--out", str(out), "--connections", "3",
+                 "--chunk-users", "7", "--no-progress"]) == 0  # fmt: skip
+    table = pq.read_table(out).to_pandas()
+    n_users = len(scorer.users)
+    assert len(table) == 4 * n_users and table["user_id"].nunique() == n_users
+    assert table["user_id"].tolist() == sorted(table["user_id"].tolist())  # 12 shards joined in user order
+    items, _ = scorer.recommend_users(np.arange(n_users), 4)
+    np.testing.assert_array_equal(table["movie_id"].to_numpy().reshape(n_users, 4), scorer.items.to_raw(items))
+    assert not list(tmp_path.glob("recs.parquet.shard-*")), "shard files left behind"

@@ -186,3 +186,28 @@ def test_sigterm_lets_streams_in_flight_on_both_workers_finish(tiny_artifact: Pa
         assert all(ids == [f"r{i}" for i in range(8)] for ids in answered.values()), answered
         assert served.proc.wait(120) == 0
         assert any("supervisor stopped" in line for line in served.lines)
+
+
+def test_score_all_over_connections_to_both_workers(tiny_artifact: Path, tmp_path: Path) -> None:
+    """Bulk shards pulled over separate connections to a 2-worker server: every user once, in order, the same
+    lists as one stream (which connections land on which worker is the kernel's choice)."""
+    import pyarrow.parquet as pq
+    from test_server_workers import TOKEN
+
+    from movierec.client import Client
+    from movierec.client._bulk import spread_score_all
+
+    with _served(tiny_artifact, tmp_path) as served:
+        opts = [("grpc.use_local_subchannel_pool", 1)]
+        pool = [Client(served.target, token=TOKEN, options=opts) for _ in range(4)]
+        try:
+            res = spread_score_all(pool[0], 5, tmp_path / "spread.parquet", shards=16, chunk_users=8,
+                                   progress=False, connections=pool)  # fmt: skip
+            one = pool[0].score_all(5, out=tmp_path / "one.parquet", progress=False)
+        finally:
+            for c in pool:
+                c.close()
+    spread, single = pq.read_table(tmp_path / "spread.parquet"), pq.read_table(tmp_path / "one.parquet")
+    assert res.users == one.users == len(np.load(tiny_artifact / "users.npy"))
+    assert spread.column("user_id").to_pylist() == single.column("user_id").to_pylist()
+    assert spread.column("movie_id").to_pylist() == single.column("movie_id").to_pylist()

@@ -38,7 +38,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--artifact", help="with --engine ray: the artifact to score")
     p.add_argument("--ray-address", help="with --engine ray: join this Ray cluster (default: a local Ray)")
     p.add_argument("--workers", type=int, help="with --engine ray: scoring actors (default: one per CPU/GPU)")
-    p.add_argument("--shards", type=int, help="with several targets: number of shards (default: one per target)")
+    p.add_argument("--shards", type=int, help="with several targets: number of shards (default: one per target; "
+                   "with --connections: 4 per connection)")
+    p.add_argument("--connections", type=int, default=1,
+                   help="streams on this many separate connections to one target, each taking the next shard "
+                   "when done: spreads the work over the workers of `serve --workers N` (default 1)")
     p.add_argument("-k", "--k", type=int, default=10, help="recommendations per user (default 10)")
     p.add_argument("--out", required=True, help="output file: .parquet (default), .csv or .tsv")
     who = p.add_mutually_exclusive_group()
@@ -60,7 +64,7 @@ def _score_all(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         return _score_all_ray(args)
     targets = [t.strip() for t in args.target.split(",") if t.strip()]
-    if len(targets) > 1 or args.shards:
+    if len(targets) > 1 or args.shards or args.connections > 1:
         return _score_all_spread(args, targets)
     try:
         with Client(args.target) as client:
@@ -117,13 +121,22 @@ def _score_all_spread(args: argparse.Namespace, targets: list[str]) -> int:
 
     if args.shard or args.user_range:
         raise CliError("with several targets the users are sharded for you; drop --shard/--user-range")
-    n = args.shards or len(targets)
+    if args.connections < 1:
+        raise CliError(f"--connections must be >= 1, got {args.connections}")
+    n = args.shards or (4 * args.connections if args.connections > 1 else len(targets))
+    # separate connections (no shared subchannel): the kernel may hand each to a different worker
+    pool = [Client(targets, options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(args.connections if args.connections > 1 else 0)]  # fmt: skip
     try:
         with Client(targets) as client:
             res = spread_score_all(client, args.k, args.out, shards=n, fmt=args.format,
-                                   chunk_users=args.chunk_users, progress=not args.no_progress)
+                                   chunk_users=args.chunk_users, progress=not args.no_progress, connections=pool)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    print(f"{res.out}: {res.rows} rows, {res.users} users from {n} shards over {len(targets)} targets "
+    finally:
+        for c in pool:
+            c.close()
+    over = f"{args.connections} connections" if args.connections > 1 else f"{len(targets)} targets"
+    print(f"{res.out}: {res.rows} rows, {res.users} users from {n} shards over {over} "
           f"in {res.seconds:.1f}s ({res.users_per_second:.0f} users/s)", file=sys.stderr)
     return 0

@@ -26,7 +26,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -486,16 +486,23 @@ def spread_score_all(
     chunk_users: int = 0,
     progress: bool = True,
     attempts: int = 6,
+    connections: Sequence[Any] = (),
 ) -> ScoreAllResult:
     """Score all users as `shards` concurrent ScoreAll streams on `client` (whose channel balances over
     several servers with round_robin). A shard whose stream breaks (server stopped, restarted) resumes from
     its last complete chunk on the next attempt, so no user is lost or duplicated; then the shards are
-    joined into `out` in shard order (= user order)."""
+    joined into `out` in shard order (= user order).
+
+    `connections`: clients on separate connections to one `serve --workers N` server (the kernel spreads
+    connections, not calls, over the workers). Then one stream runs per connection, each taking the next
+    shard when its last one is done, so a connection that landed on a less busy worker does more shards; use
+    more shards than connections (e.g. 4x)."""
+    if connections:
+        return _pooled_score_all(list(connections), k, out, shards=shards, fmt=fmt, chunk_users=chunk_users,
+                                 progress=progress, attempts=attempts)  # fmt: skip
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
-
-    from movierec.client._errors import MovieRecError
 
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
@@ -505,15 +512,7 @@ def spread_score_all(
     t0 = time.perf_counter()
 
     def one(i: int) -> ScoreAllResult:
-        for attempt in range(attempts):
-            try:
-                return client.score_all(k, out=parts[i], shard=(i, shards), resume=True, format=kind,
-                                        chunk_users=chunk_users, progress=False)  # fmt: skip
-            except MovieRecError as err:
-                if err.code.name not in RESUMABLE_CODES or attempt == attempts - 1:
-                    raise
-                time.sleep(min(2.0, 0.1 * 2**attempt))
-        raise AssertionError("unreachable")
+        return _score_shard(client, k, parts[i], i, shards, kind, chunk_users, attempts)
 
     with ThreadPoolExecutor(max_workers=shards) as pool, tqdm(
         total=shards, unit="shard", desc="score-all", disable=not progress, file=sys.stderr
@@ -523,6 +522,60 @@ def spread_score_all(
         for f in futures:
             results.append(f.result())
             bar.update(1)
+    return _joined(results, parts, out, kind, t0)
+
+
+def _score_shard(client: Any, k: int, part: Path, i: int, shards: int, kind: str, chunk_users: int,
+                 attempts: int) -> ScoreAllResult:  # fmt: skip
+    from movierec.client._errors import MovieRecError
+
+    for attempt in range(attempts):
+        try:
+            return client.score_all(k, out=part, shard=(i, shards), resume=True, format=kind,
+                                    chunk_users=chunk_users, progress=False)  # fmt: skip
+        except MovieRecError as err:
+            if err.code.name not in RESUMABLE_CODES or attempt == attempts - 1:
+                raise
+            time.sleep(min(2.0, 0.1 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+def _pooled_score_all(clients: list[Any], k: int, out: str | Path, *, shards: int, fmt: str | None,
+                      chunk_users: int, progress: bool, attempts: int) -> ScoreAllResult:  # fmt: skip
+    """spread_score_all over separate connections: one thread per connection pulls shard numbers in order."""
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    out = Path(out)
+    kind = _fmt(out, fmt)
+    parts = [out.with_name(f"{out.name}.shard-{i}-of-{shards}") for i in range(shards)]
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(shards):
+        todo.put(i)
+    results: dict[int, ScoreAllResult] = {}
+    t0 = time.perf_counter()
+    with tqdm(total=shards, unit="shard", desc="score-all", disable=not progress, file=sys.stderr) as bar:
+
+        def drain(client: Any) -> None:
+            while True:
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                results[i] = _score_shard(client, k, parts[i], i, shards, kind, chunk_users, attempts)
+                bar.update(1)
+
+        with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+            for f in [pool.submit(drain, c) for c in clients]:
+                f.result()
+    return _joined([results[i] for i in range(shards)], parts, out, kind, t0)
+
+
+def _joined(results: list[ScoreAllResult], parts: list[Path], out: Path, kind: str, t0: float) -> ScoreAllResult:
     versions = {r.model_version for r in results if r.model_version}
     if len(versions) > 1:
         raise ValueError(f"the servers answered with different models {sorted(versions)}; serve one version")
