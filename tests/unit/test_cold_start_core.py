@@ -280,3 +280,30 @@ def test_segment_prior_rows_follow_the_users_segment() -> None:
     with_prior = model.scores_side(x, users, torch.zeros(0, 1))
     model.prior_weight.fill_(0.0)
     assert torch.allclose(with_prior - model.scores_side(x, users, torch.zeros(0, 1)), model.prior(users, 0))
+
+
+def test_segment_prior_counts_the_liked_movies_of_each_segment() -> None:
+    """The ranking model learns the movies rated at least `like_threshold`; its segment prior estimates the same
+    thing: a movie a segment watched often but rated low ranks below one it rated high."""
+    from movierec.core.config import ModelConfig
+    from movierec.core.models import build_model
+    from movierec.trainer.fit.side import ColdSplit, _fit_segment_prior
+
+    cfg = ModelConfig(kind="hybrid-ranking", n_items=3, hidden=(4,), extra={
+        "n_user_features": 2, "n_item_features": 1, "dim": 4, "n_segments": 2, "like_threshold": 4.0})  # fmt: skip
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        model.segment_columns.copy_(torch.tensor([0, 1]))
+    # segment 0 (users 0-2): movie 0 rated 2 by all three, movie 1 rated 5 by one; segment 1 (users 3-4): movie 2 liked
+    rows = np.array([0, 1, 2, 0, 3, 4])
+    cols = np.array([0, 0, 0, 1, 2, 2])
+    vals = np.array([2.0, 2, 2, 5, 4, 5])
+    train = Csr.from_coo(rows, cols, vals, 5, 3)
+    users = torch.tensor([[1.0, 0], [1, 0], [1, 0], [0, 1], [0, 1]])
+    empty = ColdSplit(np.zeros(0, np.int64), {}, {})
+    weight, _ = _fit_segment_prior(model, train, np.arange(5), users, empty, torch.device("cpu"), None)  # type: ignore[arg-type]
+    prior = model.segment_prior
+    assert prior[0, 1] > prior[0, 0]  # liked once beats watched three times and rated 2
+    assert prior[1, 2] > prior[1, 0] and prior[1, 2] > prior[1, 1]
+    assert torch.allclose(prior.exp().sum(dim=1), torch.ones(3))  # each row a distribution over the movies
+    assert weight == 0.0  # no validation users: nothing to pick on, the prior stays off
