@@ -9,7 +9,8 @@ can be traced to a function. Servers are measured `--repeats` times, interleaved
 
     python -m bench.profile_server                          # movierec vs echo at concurrency 64
     python -m bench.profile_server --py-spy --repeats 1     # plus where movierec's CPU goes
-    python -m bench.profile_server -- --metrics-port 0      # extra `movierec serve` flags after --
+    python -m bench.profile_server --metrics                # plus movierec with metrics on: their CPU cost
+    python -m bench.profile_server -- --workers 1           # extra `movierec serve` flags after --
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--py-spy", action="store_true", help="sample movierec with py-spy during its windows")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--metrics", action="store_true", help="also movierec with --metrics-port 0 (metrics cost)")
     p.add_argument("--json", type=Path)
     p.add_argument("server_args", nargs="*", help="extra `movierec serve` flags after --")
     a = p.parse_args()
@@ -155,6 +157,8 @@ def main() -> None:
         "movierec": movierec_serve(artifact, "cpu", *a.server_args),
         "echo": [sys.executable, "-m", "bench.ref_servers", "echo"],
     }
+    if a.metrics:  # the same server with Prometheus metrics on: their cost as server CPU per call
+        servers["movierec-metrics"] = movierec_serve(artifact, "cpu", *a.server_args, "--metrics-port", "0")
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in servers}
     spy_dir = Path(tempfile.mkdtemp(prefix="movierec-spy-"))
     for r in range(a.repeats):
@@ -177,6 +181,13 @@ def main() -> None:
           f"{m['calls_per_s']['median'] / e['calls_per_s']['median']:.2f}x")  # fmt: skip
     out: dict[str, Any] = {"concurrency": a.concurrency, "connections": a.connections, "seconds": a.seconds,
                            "server_args": a.server_args, "summary": summary, "runs": runs}  # fmt: skip
+    if a.metrics:
+        on = summary["movierec-metrics"]
+        cost = on["cpu_us_per_call"]["median"] / m["cpu_us_per_call"]["median"] - 1
+        print(f"metrics on: {on['cpu_us_per_call']['median']:.0f} us/call vs off {m['cpu_us_per_call']['median']:.0f}: "
+              f"{100 * cost:+.1f}% server CPU per call; calls/s {on['calls_per_s']['median']:.0f} vs "
+              f"{m['calls_per_s']['median']:.0f}")  # fmt: skip
+        out["metrics_cpu_cost"] = cost
     if a.py_spy:
         merged = spy_dir / "movierec-all.txt"
         merged.write_text("".join(f.read_text() for f in sorted(spy_dir.glob("movierec-*.txt")) if f != merged))

@@ -48,3 +48,29 @@ def test_large_slow_or_default_steps_stay_in_the_model_thread() -> None:
         run_threads(inline_max_s=0.0, step_s=0.0, rows=1),
     ):
         assert all(n.startswith("movierec-model") for n in names), names
+
+
+def test_under_load_steps_stay_in_the_model_thread() -> None:
+    """Requests arriving close together: the model thread runs the steps (they take what piled up)."""
+
+    async def main() -> list[str]:
+        names: list[str] = []
+
+        def run(jobs: Sequence[int]) -> list[int]:
+            names.append(threading.current_thread().name)
+            time.sleep(0.0005)
+            return list(jobs)
+
+        b: DynamicBatcher[int, int] = DynamicBatcher(
+            run, max_batch_size=2, max_delay_s=0.0, max_queue_size=1024, inline_max_s=1.0
+        )  # fmt: skip
+        b.start()
+        await b.submit(1)  # a first small step, measured
+        for _ in range(10):  # bursts of 100 at once: gaps of microseconds
+            await asyncio.gather(*(b.submit(i) for i in range(100)))
+        del names[:-20]
+        await b.stop()
+        return names
+
+    names = asyncio.run(main())
+    assert all(n.startswith("movierec-model") for n in names), names

@@ -11,8 +11,12 @@ blocks on the model. Results (or the exception) go back to each caller.
 Per request it costs one future and a deque append: no asyncio.Queue, no `wait_for` task per job.
 
 Small steps on the loop (`inline_max_s`, off by default; the engine turns it on for CPU models): a step of at
-most INLINE_MAX_ROWS rows runs on the event loop itself when recent such steps took less than `inline_max_s`. A lone caller then pays no hand-off to the model thread and back (two thread wake-ups, which on a
-loaded machine wait for a free core); larger or slower steps keep running in the model thread.
+most INLINE_MAX_ROWS rows runs on the event loop itself when recent such steps took less than `inline_max_s`
+and requests arrive rarely (their mean gap is over INLINE_GAP_STEPS such steps: another request would
+seldom arrive during one). A lone caller then pays no hand-off to the model thread and back (two thread
+wake-ups, which on a loaded machine wait for a free core). Under load, steps stay in the model thread: there
+requests pile up while a step runs, and the next step takes them all (on the loop every step would take the
+one or two requests that came, and cost as much per step).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 INLINE_MAX_ROWS = 4  # steps this small may run on the event loop (see inline_max_s)
+INLINE_GAP_STEPS = 2.0  # ... when requests arrive more than this many small steps apart, on average
 
 
 @dataclass
@@ -48,6 +53,7 @@ class BatcherStats:
     requests_dropped_cancelled: int = 0  # caller went away while queued: skipped
     requests_rejected_full: int = 0  # queue full: RESOURCE_EXHAUSTED at once
     max_batch_rows: int = 0
+    inline_steps: int = 0  # steps run on the event loop (inline_max_s)
     batch_sizes: list[int] = field(default_factory=list)  # jobs per batch, last 1000
 
     def record_batch(self, jobs: int, rows: int) -> None:
@@ -122,6 +128,8 @@ class DynamicBatcher(Generic[J, R]):
         self.tracer = tracer
         self.inline_max_s = inline_max_s
         self._small_step_cpu: float | None = None  # EWMA of the wall seconds of steps <= INLINE_MAX_ROWS rows
+        self._last_arrival = 0.0  # loop time of the last submit
+        self._gap = 0.0  # EWMA of the seconds between submits
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -171,7 +179,11 @@ class DynamicBatcher(Generic[J, R]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         trace = self.tracer.context() if self.tracer is not None else None
-        self._queue.append(_Pending(job, self._rows_of(job), deadline, future, loop.time(), trace))
+        now = loop.time()
+        if self.inline_max_s > 0:
+            self._gap = 0.9 * self._gap + 0.1 * min(now - self._last_arrival, 0.1)
+            self._last_arrival = now
+        self._queue.append(_Pending(job, self._rows_of(job), deadline, future, now, trace))
         if self.observer is not None:
             self.observer.queued(len(self._queue))
         arrival = self._arrival
@@ -250,9 +262,15 @@ class DynamicBatcher(Generic[J, R]):
                 self.observer.dropped("deadline", expired)
 
     def _inline(self, rows: int) -> bool:
-        """Whether a step of `rows` rows runs on the event loop (small, and such steps were quick lately)."""
-        cpu = self._small_step_cpu
-        return rows <= INLINE_MAX_ROWS and cpu is not None and cpu < self.inline_max_s
+        """Whether a step of `rows` rows runs on the event loop (small, such steps were quick lately, and
+        requests arrive far apart)."""
+        step = self._small_step_cpu
+        return (
+            rows <= INLINE_MAX_ROWS
+            and step is not None
+            and step < self.inline_max_s
+            and self._gap > INLINE_GAP_STEPS * step
+        )
 
     def _step(self, batch: list[_Pending[J, R]]) -> Sequence[R]:
         """One model step (in the model thread, or inline): run_batch (in a span when tracing), then the
@@ -288,6 +306,7 @@ class DynamicBatcher(Generic[J, R]):
                 continue
             try:
                 if self.inline_max_s > 0 and self._inline(sum(p.rows for p in batch)):
+                    self.stats.inline_steps += 1
                     results = self._step(batch)
                 else:
                     results = await loop.run_in_executor(self._executor, self._step, batch)
