@@ -42,10 +42,15 @@ def in_process(artifact: Path, device: str, n_users: int, chunk: int, k: int) ->
 
 
 def end_to_end(
-    artifact: Path, device: str, n_users: int, chunk: int, k: int, total_users: int
+    artifact: Path, device: str, n_users: int, chunk: int, k: int, total_users: int, workers: int = 1
 ) -> dict[str, Any]:
+    """`workers` > 1: `serve --workers N` (one torch thread each) and `score-all --connections 2N`."""
     # a bulk-dedicated server: torch's default intra-op threads, as the in-process run above uses
-    proc, port = start_server(movierec_serve(artifact, device, "--torch-threads", "0"))
+    if workers > 1:
+        proc, port = start_server(movierec_serve(artifact, device, "--torch-threads", "1", "--workers", str(workers)),
+                                  r"all \d+ workers serving on \S+:(\d+)")  # fmt: skip
+    else:
+        proc, port = start_server(movierec_serve(artifact, device, "--torch-threads", "0"))
     try:
         server_rss_before = proc_kib(proc.pid, "VmRSS")
         with tempfile.TemporaryDirectory() as tmp:
@@ -54,6 +59,8 @@ def end_to_end(
                    "--out", str(out), "--chunk-users", str(chunk), "--no-progress"]  # fmt: skip
             if n_users < total_users:
                 cmd += ["--user-range", f"1:{n_users + 1}"]  # synthetic user ids are 1..N
+            if workers > 1:
+                cmd += ["--connections", str(2 * workers)]
             t0 = time.perf_counter()
             client = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             rc, client_peak = wait_peak_kib(client)
@@ -78,20 +85,26 @@ def end_to_end(
     }  # fmt: skip
 
 
-def run(shape: str, device: str, users: int | None, chunk: int, k: int, seed: int = 0, repeats: int = 1) -> dict[str, Any]:
+def run(shape: str, device: str, users: int | None, chunk: int, k: int, seed: int = 0, repeats: int = 1,
+        workers: int = 1) -> dict[str, Any]:  # fmt: skip
     """In-process and end to end `repeats` times, interleaved; the figures of the run with the median ratio,
-    and every run's ratio (`ratio_runs`)."""
-    runs = [_run_once(shape, device, users, chunk, k, seed) for _ in range(repeats)]
+    and every run's ratio (`ratio_runs`). `workers` > 1: also end to end with that many server workers."""
+    runs = [_run_once(shape, device, users, chunk, k, seed, workers) for _ in range(repeats)]
     ratios = [r["ratio_e2e_over_in_process"] for r in runs]
     median_run = sorted(runs, key=lambda r: r["ratio_e2e_over_in_process"])[len(runs) // 2]
     if repeats > 1:
         print(f"  bulk end to end / in-process over {repeats} runs: median {median_run['ratio_e2e_over_in_process']:.2f}x "
               f"({min(ratios):.2f}..{max(ratios):.2f})", flush=True)  # fmt: skip
-    return {**median_run, "ratio_runs": ratios, "in_process_runs": [r["in_process"]["users_per_s"] for r in runs],
-            "end_to_end_runs": [r["end_to_end"]["users_per_s"] for r in runs]}  # fmt: skip
+    out = {**median_run, "ratio_runs": ratios, "in_process_runs": [r["in_process"]["users_per_s"] for r in runs],
+           "end_to_end_runs": [r["end_to_end"]["users_per_s"] for r in runs]}  # fmt: skip
+    if all("end_to_end_workers" in r for r in runs):
+        out["end_to_end_workers_runs"] = [r["end_to_end_workers"]["users_per_s"] for r in runs]
+        out["workers"] = workers
+    return out
 
 
-def _run_once(shape: str, device: str, users: int | None, chunk: int, k: int, seed: int = 0) -> dict[str, Any]:
+def _run_once(shape: str, device: str, users: int | None, chunk: int, k: int, seed: int = 0,
+              workers: int = 1) -> dict[str, Any]:  # fmt: skip
     artifact = build_artifact(Path(f"bench/results/synthetic-{shape}-seed{seed}"), shape, seed=seed)
     manifest = json.loads((artifact / "manifest.json").read_text())
     total = int(manifest["n_users"])
@@ -107,7 +120,12 @@ def _run_once(shape: str, device: str, users: int | None, chunk: int, k: int, se
           f"(floor 0.8x)", flush=True)  # fmt: skip
     print(f"  peak RSS: server {e2e['server_peak_rss_mib']:.0f} MiB (idle before: "
           f"{e2e['server_rss_before_mib']:.0f} MiB), client {e2e['client_peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
-    return {
+    extra: dict[str, Any] = {}
+    if workers > 1 and n == total:
+        extra["end_to_end_workers"] = ew = end_to_end(artifact, device, n, chunk, k, total, workers)
+        print(f"  end to end, {workers} workers, score-all --connections {2 * workers}: {ew['users_per_s']:.0f} users/s "
+              f"({ew['seconds']:.1f}s)", flush=True)  # fmt: skip
+    return {**extra,
         "shape": shape, "n_users": total, "n_items": int(manifest["n_items"]), "n_ratings": int(manifest["n_ratings"]),
         "device": device, "k": k, "chunk_users": chunk, "in_process": ip, "end_to_end": e2e,
         "ratio_e2e_over_in_process": ratio,
@@ -123,8 +141,11 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=1024, help="users per chunk / model step (default 1024)")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="also end to end with this many server workers")
     a = p.parse_args()
-    res = run(a.shape, a.device, a.users or (20_000 if a.quick else None), a.chunk, a.k)
+    res = run(a.shape, a.device, a.users or (20_000 if a.quick else None), a.chunk, a.k, repeats=a.repeats,
+              workers=a.workers)
     if a.json:
         a.json.write_text(json.dumps(res, indent=2))
 

@@ -115,9 +115,26 @@ def torch_threads(server_args: list[str]) -> int:
     return int(value)
 
 
+def _median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per concurrency: the median of each figure over the runs, with calls/s min and max."""
+    import statistics
+
+    out: dict[str, Any] = {}
+    for c in runs[0]:
+        vals = [r[c] for r in runs]
+        out[c] = {key: statistics.median(v[key] for v in vals) for key in ("calls_per_s", "p50_ms", "p99_ms")}
+        out[c]["calls_per_s_min"] = min(v["calls_per_s"] for v in vals)
+        out[c]["calls_per_s_max"] = max(v["calls_per_s"] for v in vals)
+        out[c]["p99_ms_min"] = min(v["p99_ms"] for v in vals)
+        out[c]["p99_ms_max"] = max(v["p99_ms"] for v in vals)
+        out[c]["runs"] = len(vals)
+    return out
+
+
 def run(
-    artifact: Path | None, device: str, calls: int, seconds: float, server_args: list[str]
+    artifact: Path | None, device: str, calls: int, seconds: float, server_args: list[str], repeats: int = 1
 ) -> dict[str, Any]:
+    """Each server measured `repeats` times, interleaved (movierec, naive, echo, movierec, ...); medians."""
     artifact = artifact or default_artifact()
     manifest = json.loads((artifact / "manifest.json").read_text())
     users = np.random.default_rng(0).permutation(np.load(artifact / "users.npy"))
@@ -139,17 +156,19 @@ def run(
         ],
         "echo": [sys.executable, "-m", "bench.ref_servers", "echo"],
     }
-    results: dict[str, Any] = {}
-    for name, cmd in servers.items():
-        proc, port = start_server(cmd)
-        try:
-            target = f"127.0.0.1:{port}"
-            with Client(target) as c:
-                if name == "movierec":
-                    c.wait_until_serving(60)
-            results[name] = measure(name, target, users, calls, seconds)
-        finally:
-            stop(proc)
+    raw: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+    for _ in range(repeats):
+        for name, cmd in servers.items():
+            proc, port = start_server(cmd)
+            try:
+                target = f"127.0.0.1:{port}"
+                with Client(target) as c:
+                    if name == "movierec":
+                        c.wait_until_serving(60)
+                raw[name].append(measure(name, target, users, calls, seconds))
+            finally:
+                stop(proc)
+    results = {name: _median_of(runs) for name, runs in raw.items()}
     top = str(CONCURRENCY[-1])
     ratios = {
         "c64_vs_naive": results["movierec"][top]["calls_per_s"] / results["naive"][top]["calls_per_s"],
@@ -159,7 +178,8 @@ def run(
     print(f"  ratios: c64 {ratios['c64_vs_naive']:.2f}x naive (floor 5x), {ratios['c64_vs_echo']:.2f}x echo "
           f"(floor 0.5x); p99 at c=1 {ratios['c1_p99_ms']:.2f} ms (floor <= 5 ms)", flush=True)  # fmt: skip
     return {"dataset": manifest.get("dataset"), "artifact": str(artifact), "n_users": manifest["n_users"],
-            "n_items": manifest["n_items"], "device": device, "results": results, "ratios": ratios}  # fmt: skip
+            "n_items": manifest["n_items"], "device": device, "results": results, "ratios": ratios,
+            "repeats": repeats, "runs": raw}  # fmt: skip
 
 
 def main() -> None:
