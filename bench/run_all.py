@@ -86,6 +86,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     res: dict[str, Any] = {"machine": machine(a.device), "quick": a.quick}
+    res["machine"]["loadavg_start"] = list(os.getloadavg())  # how busy the machine was (1, 5, 15 min)
     repeats = 1 if a.quick else a.repeats
     res["bulk"] = bench_bulk.run(a.shape, a.device, 20_000 if a.quick else None, 1024, 10, repeats=repeats,
                                  workers=1 if a.no_workers or a.device != "cpu" else 2)
@@ -100,6 +101,7 @@ def main() -> None:
         res["workers"] = bench_workers.run(a.online_artifact, repeats, 200 if a.quick else 500, 2.0 if a.quick else 3.0)
         (RESULTS / "workers.json").write_text(json.dumps(res["workers"], indent=2))
     res["conditions"] = a.conditions
+    res["machine"]["loadavg_end"] = list(os.getloadavg())
     res["seconds"] = time.perf_counter() - t0
     tag = "" if a.device == "cpu" else f"-{a.device.replace(':', '')}"
     out_json, out_png = RESULTS / f"bench{tag}.json", RESULTS / f"bench{tag}.png"
