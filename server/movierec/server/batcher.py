@@ -12,11 +12,11 @@ Per request it costs one future and a deque append: no asyncio.Queue, no `wait_f
 
 Small steps on the loop (`inline_max_s`, off by default; the engine turns it on for CPU models): a step of at
 most INLINE_MAX_ROWS rows runs on the event loop itself when recent such steps took less than `inline_max_s`
-and requests arrive rarely (their mean gap is over INLINE_GAP_STEPS such steps: another request would
-seldom arrive during one). A lone caller then pays no hand-off to the model thread and back (two thread
-wake-ups, which on a loaded machine wait for a free core). Under load, steps stay in the model thread: there
-requests pile up while a step runs, and the next step takes them all (on the loop every step would take the
-one or two requests that came, and cost as much per step).
+and every caller waiting on the batcher is in that step (none is still on its way back from the previous
+step: a lone caller, not a crowd). A lone caller then pays no hand-off to the model thread and back (two
+thread wake-ups, which on a loaded machine can each wait milliseconds for a free core). Under load, steps
+stay in the model thread: there requests pile up while a step runs, and the next step takes them all (on the
+loop every step would take the one or two requests that came, and cost as much per step).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 INLINE_MAX_ROWS = 4  # steps this small may run on the event loop (see inline_max_s)
-INLINE_GAP_STEPS = 2.0  # ... when requests arrive more than this many small steps apart, on average
 
 
 @dataclass
@@ -128,8 +127,7 @@ class DynamicBatcher(Generic[J, R]):
         self.tracer = tracer
         self.inline_max_s = inline_max_s
         self._small_step_cpu: float | None = None  # EWMA of the wall seconds of steps <= INLINE_MAX_ROWS rows
-        self._last_arrival = 0.0  # loop time of the last submit
-        self._gap = 0.0  # EWMA of the seconds between submits
+        self._waiting = 0  # callers between submit() and their result (inline steps: only when all are in the step)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -179,17 +177,17 @@ class DynamicBatcher(Generic[J, R]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         trace = self.tracer.context() if self.tracer is not None else None
-        now = loop.time()
-        if self.inline_max_s > 0:
-            self._gap = 0.9 * self._gap + 0.1 * min(now - self._last_arrival, 0.1)
-            self._last_arrival = now
-        self._queue.append(_Pending(job, self._rows_of(job), deadline, future, now, trace))
+        self._queue.append(_Pending(job, self._rows_of(job), deadline, future, loop.time(), trace))
         if self.observer is not None:
             self.observer.queued(len(self._queue))
         arrival = self._arrival
         if arrival is not None and not arrival.done():
             arrival.set_result(None)
-        return await future
+        self._waiting += 1
+        try:
+            return await future
+        finally:
+            self._waiting -= 1
 
     # -- worker ----------------------------------------------------------------------------------------
     async def _wait_arrival(self, until: float | None) -> None:
@@ -261,15 +259,15 @@ class DynamicBatcher(Generic[J, R]):
             if expired:
                 self.observer.dropped("deadline", expired)
 
-    def _inline(self, rows: int) -> bool:
-        """Whether a step of `rows` rows runs on the event loop (small, such steps were quick lately, and
-        requests arrive far apart)."""
+    def _inline(self, batch: list[_Pending[J, R]]) -> bool:
+        """Whether a step runs on the event loop: small, such steps were quick lately, and no other caller is
+        waiting (the callers of the previous step have all taken their results)."""
         step = self._small_step_cpu
         return (
-            rows <= INLINE_MAX_ROWS
+            self._waiting == len(batch)
+            and sum(p.rows for p in batch) <= INLINE_MAX_ROWS
             and step is not None
             and step < self.inline_max_s
-            and self._gap > INLINE_GAP_STEPS * step
         )
 
     def _step(self, batch: list[_Pending[J, R]]) -> Sequence[R]:
@@ -305,7 +303,7 @@ class DynamicBatcher(Generic[J, R]):
             if not batch:
                 continue
             try:
-                if self.inline_max_s > 0 and self._inline(sum(p.rows for p in batch)):
+                if self.inline_max_s > 0 and self._inline(batch):
                     self.stats.inline_steps += 1
                     results = self._step(batch)
                 else:
