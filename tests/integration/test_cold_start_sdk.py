@@ -198,3 +198,35 @@ def test_cli_catalog_upsert_and_query_profile(
     assert sorted(listed["movie_id"].tolist()) == [8000, 8001]
     assert main([*q, "--profile", "age=200"]) == 2  # refused before the call
     assert "age must be in 1..120" in capsys.readouterr().err
+
+
+def test_search_movies_finds_added_and_trained_titles(cold_client: Client, cold_scorer: Any) -> None:
+    """SearchMovies through the SDK: equal to the stub's answer, added movies found at once, bad input refused."""
+    from movierec.v1 import recommender_service_pb2 as pb
+    from movierec.v1 import recommender_service_pb2_grpc as pb_grpc
+
+    trained = cold_client.movies([int(cold_scorer.items.raw[3])])
+    word = trained.titles[0].split()[0]
+    got = cold_client.search_movies(word, limit=5)
+    with grpc.insecure_channel(cold_client.target) as channel:
+        stub = pb_grpc.RecommenderServiceStub(channel)
+        want = stub.SearchMovies(pb.SearchMoviesRequest(query=word, limit=5), timeout=30)
+    assert got.movie_ids.tolist() == [m.movie_id for m in want.movies] and got.n_matches == want.n_matches
+    assert 0 < len(got) <= 5 and got.n_matches >= len(got) and got.model_version == want.model_version
+    assert all(word.lower() in t.lower() for t in got.titles)
+    assert got.to_pandas().columns.tolist() == ["movie_id", "title", "year", "genres"]
+
+    cold_client.upsert_movies([{"movie_id": 9100, "title": "Zyxwv Quest", "year": 2025, "genres": ["Adventure"]}])
+    found = cold_client.search_movies("zyxwv")
+    assert (found.movie_ids.tolist(), found.n_matches, found.years.tolist()) == ([9100], 1, [2025])
+    assert len(cold_client.search_movies("no such title anywhere qqq")) == 0
+    for bad in ("   ", "x" * 201):
+        with pytest.raises(MovieRecError) as err:
+            cold_client.search_movies(bad)
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+    async def run() -> None:
+        async with AsyncClient(cold_client.target, timeout=30) as c:
+            assert (await c.search_movies("zyxwv")).movie_ids.tolist() == [9100]
+
+    asyncio.run(run())

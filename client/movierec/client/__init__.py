@@ -20,6 +20,7 @@ from movierec.client._errors import MovieRecError
 from movierec.client._options import DEFAULT_TARGET, DEFAULT_TIMEOUT_S
 from movierec.client._results import (
     ModelInfo,
+    MovieMatches,
     Movies,
     Predictions,
     RatingScale,
@@ -42,6 +43,7 @@ __all__ = [
     "BulkChunk",
     "Client",
     "ModelInfo",
+    "MovieMatches",
     "MovieRecError",
     "Movies",
     "Predictions",

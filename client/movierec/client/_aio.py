@@ -26,6 +26,7 @@ from movierec.client._options import (
 from movierec.client._results import (
     IdsLike,
     ModelInfo,
+    MovieMatches,
     Movies,
     MoviesLike,
     Predictions,
@@ -197,6 +198,11 @@ class AsyncClient:
         req = pb.GetMoviesRequest(movie_ids=c.ids(movie_ids).tolist())
         with translate_errors():
             return c.movies(await self._stub.GetMovies(req, timeout=self._t(timeout)))
+
+    async def search_movies(self, query: str, limit: int = 20, *, timeout: float | None = None) -> MovieMatches:
+        """As Client.search_movies."""
+        with translate_errors():
+            return c.movie_matches(await self._stub.SearchMovies(c.search_request(query, limit), timeout=self._t(timeout)))
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
         with translate_errors():

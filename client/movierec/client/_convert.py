@@ -15,6 +15,7 @@ from movierec.client._errors import MovieRecError
 from movierec.client._results import (
     IdsLike,
     ModelInfo,
+    MovieMatches,
     Movies,
     MoviesLike,
     Predictions,
@@ -374,6 +375,24 @@ def movies(resp: pb.GetMoviesResponse) -> Movies:
         years=np.fromiter((m.year for m in ms), np.int64, len(ms)),
         genres=[list(m.genres) for m in ms],
         model_version=resp.model_version,
+    )
+
+
+def search_request(query: str, limit: int) -> pb.SearchMoviesRequest:
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a string, got {type(query).__name__}")
+    return pb.SearchMoviesRequest(query=query, limit=int(limit))
+
+
+def movie_matches(resp: pb.SearchMoviesResponse) -> MovieMatches:
+    ms = resp.movies
+    return MovieMatches(
+        movie_ids=np.fromiter((m.movie_id for m in ms), np.int64, len(ms)),
+        titles=[m.title for m in ms],
+        years=np.fromiter((m.year for m in ms), np.int64, len(ms)),
+        genres=[list(m.genres) for m in ms],
+        model_version=resp.model_version,
+        n_matches=int(resp.n_matches),
     )
 
 

@@ -195,6 +195,14 @@ class Movies:
 
 
 @dataclass(frozen=True)
+class MovieMatches(Movies):
+    """`search_movies`' answer: the matching movies, best match first, and how many matched in all (which may
+    be more than were returned)."""
+
+    n_matches: int = 0
+
+
+@dataclass(frozen=True)
 class RecommendQuery:
     """A `Recommend` request for `Client.stream`."""
 

@@ -25,6 +25,7 @@ from movierec.client._options import (
 from movierec.client._results import (
     IdsLike,
     ModelInfo,
+    MovieMatches,
     Movies,
     MoviesLike,
     Predictions,
@@ -252,6 +253,13 @@ class Client:
         req = pb.GetMoviesRequest(movie_ids=c.ids(movie_ids).tolist())
         with translate_errors():
             return c.movies(self._stub.GetMovies(req, timeout=self._t(timeout)))
+
+    def search_movies(self, query: str, limit: int = 20, *, timeout: float | None = None) -> MovieMatches:
+        """Movies whose titles hold every word of `query` (case- and accent-insensitive; added movies too),
+        best match first: the exact title, then whole words, then word starts, then the rest, each by
+        popularity. `limit` 0 means the server's default (20); at most the server's --max-k."""
+        with translate_errors():
+            return c.movie_matches(self._stub.SearchMovies(c.search_request(query, limit), timeout=self._t(timeout)))
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """grpc.health.v1 status: "SERVING", "NOT_SERVING", ... ("" = the whole server)."""
