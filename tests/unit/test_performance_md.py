@@ -34,11 +34,47 @@ def _res() -> dict:
 def test_render_reports_the_measured_figures_and_ratios() -> None:
     md = render(_res())
     assert "Test CPU, 2 cores" in md
-    assert "100,000 users x 20,000 movies" in md and "**0.90x** (floor 0.8x)" in md
+    assert "100,000 users x 20,000 movies" in md and "**0.90x** (floor 0.85x: met)" in md
     assert "ml-100k/u1" in md and "synthetic-default-seed0" in md
-    assert "**2.00x** the naive server" in md and "**0.67x** the echo ceiling" in md  # ml-100k
-    assert "**3.00x** the naive server" in md and "**0.50x** the echo ceiling" in md  # synthetic
+    assert "2.00x the naive server, 0.67x the echo server" in md  # ml-100k
+    assert "3.00x the naive server, 0.50x the echo server" in md  # synthetic
     assert "| 64 | 2,000 calls/s" in md
+
+
+def _workers() -> dict:
+    def cfg(c64: float, extra: bool) -> dict:
+        def m(x: float) -> dict:
+            return {"median": x, "min": x * 0.9, "max": x * 1.1}
+
+        lv = {str(c): {"calls_per_s": m(c64 * c / 64), "p50_ms": m(1.0), "p99_ms": m(2.0)} for c in (1, 8, 64)}
+        out: dict = {**lv, "memory": {"rss_mib": m(400.0), "pss_mib": m(250.0)}}
+        if extra:
+            out |= {"batched32": {"users_per_s": m(20_000.0)}, "stream": {"users_per_s": m(4_000.0)}}
+        return out
+
+    summary = {"movierec-1w": cfg(2000, True), "movierec-1w-metrics": cfg(1950, False), "movierec-2w": cfg(3000, True),
+               "movierec-2w-metrics": cfg(2700, False), "echo-1w": cfg(2400, False), "echo-2w": cfg(4000, False)}  # fmt: skip
+    ratios = {"2w_over_1w_c64": 1.5, "1w_over_echo1w_c64": 2000 / 2400, "2w_over_echo2w_c64": 0.75,
+              "metrics_cost_1w_c64": 0.025, "metrics_cost_2w_c64": 0.1, "p99_c1_ms_1w": 2.0, "p99_c1_ms_echo1w": 1.0}  # fmt: skip
+    return {"artifact": "bench/results/synthetic-ml-100k-seed0", "repeats": 3, "summary": summary, "ratios": ratios}
+
+
+def test_render_medians_spreads_workers_and_floors() -> None:
+    res = _res()
+    res["bulk"] |= {"ratio_runs": [0.8, 0.9, 1.0], "in_process_runs": [900.0, 1000.0, 1100.0],
+                    "end_to_end_runs": [850.0, 900.0, 950.0], "end_to_end_workers_runs": [1400.0, 1500.0, 1600.0],
+                    "workers": 2}  # fmt: skip
+    res["workers"] = _workers()
+    res["conditions"] = "a busy machine"
+    md = render(res)
+    assert "a busy machine" in md and "medians of 3 runs" in md
+    assert "**0.90x** [0.80..1.00] (floor 0.85x: met)" in md
+    assert "`serve --workers 2`" in md and "1,500 [1,400..1,600] users/s" in md
+    assert "| movierec, 2 workers | " in md and "20,000 [18,000..22,000]" in md and "400 / 250" in md
+    assert "**1.50x** 1 worker (floor 1.4x: met)" in md
+    assert "**0.83x** the one-process echo (floor 0.8x: met)" in md
+    assert "**+2%** (1 worker) and **+10%** (2 workers) of calls/s (floor 5%: **not met**)" in md
+    assert "**2.0 ms** (floor 3 ms: met" in md
 
 
 def test_splice_replaces_only_the_marked_part() -> None:
