@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from movierec.server.batcher import INLINE_MAX_ROWS, DynamicBatcher
 
 
-def run_threads(inline_max_s: float, step_s: float, rows: int, n: int = 4) -> list[str]:
-    """Thread names that ran each of `n` sequential jobs of `rows` rows."""
+def run_threads(inline_max_s: float, step_s: float, rows: int, n: int = 4, idle_s: float = 0.01) -> list[str]:
+    """Thread names that ran each of `n` sequential jobs of `rows` rows, `idle_s` apart (a lone caller)."""
 
     async def main() -> list[str]:
         names: list[str] = []
@@ -29,6 +29,7 @@ def run_threads(inline_max_s: float, step_s: float, rows: int, n: int = 4) -> li
         b.start()
         for _ in range(n):
             assert await b.submit(rows) == rows
+            await asyncio.sleep(idle_s)
         await b.stop()
         return names
 
@@ -39,6 +40,8 @@ def test_cheap_small_steps_run_on_the_loop_after_the_first() -> None:
     names = run_threads(inline_max_s=1.0, step_s=0.0, rows=1)
     assert names[0].startswith("movierec-model")  # measured in the model thread first
     assert names[1:] == ["MainThread"] * 3
+    # back to back, with no idle loop in between: a busy loop keeps the model thread
+    assert all(n.startswith("movierec-model") for n in run_threads(1.0, 0.0, 1, idle_s=0.0))
 
 
 def test_large_slow_or_default_steps_stay_in_the_model_thread() -> None:

@@ -13,7 +13,9 @@ Per request it costs one future and a deque append: no asyncio.Queue, no `wait_f
 Small steps on the loop (`inline_max_s`, off by default; the engine turns it on for CPU models): a step of at
 most INLINE_MAX_ROWS rows runs on the event loop itself when recent such steps took less than `inline_max_s`
 and every caller waiting on the batcher is in that step (none is still on its way back from the previous
-step: a lone caller, not a crowd). A lone caller then pays no hand-off to the model thread and back (two
+step: a lone caller, not a crowd), and the event loop was mostly idle (under half its time on the CPU) for
+at least such a step before it came: a loop kept busy by a crowd of callers, even one whose requests come
+one at a time, keeps the model thread, so that requests can arrive while a step runs. A lone caller then pays no hand-off to the model thread and back (two
 thread wake-ups, which on a loaded machine can each wait milliseconds for a free core). Under load, steps
 stay in the model thread: there requests pile up while a step runs, and the next step takes them all (on the
 loop every step would take the one or two requests that came, and cost as much per step).
@@ -128,6 +130,7 @@ class DynamicBatcher(Generic[J, R]):
         self.inline_max_s = inline_max_s
         self._small_step_cpu: float | None = None  # EWMA of the wall seconds of steps <= INLINE_MAX_ROWS rows
         self._waiting = 0  # callers between submit() and their result (inline steps: only when all are in the step)
+        self._idle_before = False  # the loop was mostly idle for at least a small step before this batch came
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -217,7 +220,15 @@ class DynamicBatcher(Generic[J, R]):
 
     async def _gather(self) -> list[_Pending[J, R]]:
         loop = asyncio.get_running_loop()
-        await self._wait_arrival(None)
+        self._idle_before = False
+        if not self._queue and self.inline_max_s > 0:  # how idle the loop was while no job waited
+            wall0, cpu0 = time.perf_counter(), time.thread_time()
+            await self._wait_arrival(None)
+            wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
+            step = self._small_step_cpu
+            self._idle_before = step is not None and wall >= step and cpu < 0.5 * wall
+        else:
+            await self._wait_arrival(None)
         batch: list[_Pending[J, R]] = []
         rows = self._take(batch, 0)
         # Wait for company only until the batch is as large as the previous one: callers in a closed loop
@@ -260,11 +271,12 @@ class DynamicBatcher(Generic[J, R]):
                 self.observer.dropped("deadline", expired)
 
     def _inline(self, batch: list[_Pending[J, R]]) -> bool:
-        """Whether a step runs on the event loop: small, such steps were quick lately, and no other caller is
-        waiting (the callers of the previous step have all taken their results)."""
+        """Whether a step runs on the event loop: small, such steps were quick lately, no other caller is
+        waiting (the callers of the previous step have all taken their results), the loop idled before it."""
         step = self._small_step_cpu
         return (
-            self._waiting == len(batch)
+            self._idle_before
+            and self._waiting == len(batch)
             and sum(p.rows for p in batch) <= INLINE_MAX_ROWS
             and step is not None
             and step < self.inline_max_s
