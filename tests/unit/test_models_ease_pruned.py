@@ -1,4 +1,4 @@
-"""EASE at scale: the chunked sparse solve equals the dense formula, and pruned EASE (max_items) against exact."""
+"""EASE at scale: the blocked sparse solve equals the dense formula, and pruned EASE (max_items) against exact."""
 
 from __future__ import annotations
 
@@ -57,6 +57,24 @@ def test_gram_columns_is_exact(ratings: Csr) -> None:
     y[r, c] = torch.from_numpy(v).double()
     got = gram_columns(ratings, np.ones(ratings.nnz), v.astype(np.float64), torch.device("cpu"))
     assert torch.equal(got, x.T @ y)
+
+
+def test_gram_columns_in_row_blocks(ratings: Csr, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of rows of A' (sizes that do not divide the movies) give the dense product: exactly on integer
+    values (EASE's counts), to rounding on real ones (the kNN-baseline's residuals)."""
+    import movierec.trainer.fit.closed_form as closed_form
+
+    r, c, _ = ratings.to_coo()
+    e = np.random.default_rng(5).normal(size=ratings.nnz)
+    x = torch.zeros(N_USERS, N_ITEMS, dtype=torch.float64)
+    x[r, c] = torch.from_numpy(e)
+    ones = (x != 0).double()
+    for rows in (7, 256, 10_000):
+        monkeypatch.setattr(closed_form, "GRAM_ROWS", rows)
+        assert torch.equal(gram_columns(ratings, np.ones(ratings.nnz), np.ones(ratings.nnz), torch.device("cpu")),
+                           ones.T @ ones)  # fmt: skip
+        got = gram_columns(ratings, e, e * e, torch.device("cpu"))
+        torch.testing.assert_close(got, x.T @ (x * x), rtol=1e-12, atol=1e-9)
 
 
 @pytest.mark.parametrize("target", ["rated", "liked", "graded"])

@@ -157,7 +157,7 @@ def stage_bytes(model: ModelConfig, train: TrainConfig, shape: Shape) -> tuple[i
         # cached X'X and X'Y, a copy, the inverse, C (float64) and B; a column chunk; the scores of a batch;
         # with several like thresholds, the inverse of every l2 candidate is cached too
         cached_inverses = len(s.l2_grid) if len(s.like_threshold_grid) > 1 else 0
-        need = (6 + cached_inverses) * k * k * F64 + u * 256 * F64 * 2 + 1024 * n * F32 * 3
+        need = (6 + cached_inverses) * k * k * F64 + _gram_bytes(k, nnz) + 1024 * n * F32 * 3
         return data + need, "lower the ranking model's max_items (--config '{\"ranking_model\": {\"extra\": {\"max_items\": N}}}')"
     if kind == "knn-baseline":
         from movierec.core.models.knn_baseline import KNNBaselineSettings
@@ -167,7 +167,7 @@ def stage_bytes(model: ModelConfig, train: TrainConfig, shape: Shape) -> tuple[i
         option = "lower the kNN-baseline member's max_items or train a preset without it (e.g. --preset iautorec or bpmf)"
         if ks.max_items > 0 and (n > ks.max_items or u * n > KNN_DENSE_CELLS):
             k = min(n, ks.max_items)  # sparse products over k movies: ~7 k x k float64 matrices and a column chunk
-            return data + 7 * k * k * F64 + u * 256 * F64 * 2, option
+            return data + 7 * k * k * F64 + _gram_bytes(k, nnz), option
         # dense residual and mask matrices (users x movies, float64) and ~7 movies x movies float64 matrices
         return data + 2 * u * n * F64 + 7 * n * n * F64, option
     train = train.for_shape(u, n)
@@ -204,6 +204,14 @@ def stage_bytes(model: ModelConfig, train: TrainConfig, shape: Shape) -> tuple[i
     params = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True)) * F32 * 4
     batch = max(train.batch_size, 1024) * n * F32 * 4
     return data + params + batch, "lower --batch-size"
+
+
+def _gram_bytes(k: int, nnz: int) -> int:
+    """`gram_columns`' working memory: A' and B as sparse tensors (int64 indices, float64 values), and a block
+    of rows of the sparse product with its intermediates."""
+    from movierec.trainer.fit.closed_form import GRAM_ROWS
+
+    return 2 * nnz * (F64 + I64) + 3 * GRAM_ROWS * k * (F64 + I64)
 
 
 def _full_batch(train: TrainConfig, n_rows: int) -> bool:
