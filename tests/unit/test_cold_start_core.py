@@ -275,7 +275,11 @@ def test_segment_prior_rows_follow_the_users_segment() -> None:
         model.segment_prior.copy_(torch.tensor([[-1.0, -2, -3], [-4, -5, -6], [-7, -8, -9]]))
     users = torch.tensor([[1.0, 0, 1], [0, 1, 0], [1, 0, 0]])  # segment 2, segment 1, none (overall row)
     assert model.prior(users, 0).tolist() == [[-4, -5, -6], [-1, -2, -3], [-7, -8, -9]]
-    assert model.prior(users[:1], 2).tolist() == [[-4, -5, -6, -5, -5]]  # added movies: the row's mean
+    share = torch.tensor([-4.0, -5, -6]).exp()
+    typical = float((share * torch.tensor([-4.0, -5, -6])).sum() / share.sum())  # a typical liked movie's prior
+    got = model.prior(users[:1], 2)
+    assert got[0, :3].tolist() == [-4, -5, -6] and torch.allclose(got[0, 3:], torch.tensor([typical, typical]))
+    assert -5 < typical < -4  # above the row's mean (-5): added movies are not sunk below the rarely liked ones
     x = torch.zeros(3, 3)
     with_prior = model.scores_side(x, users, torch.zeros(0, 1))
     model.prior_weight.fill_(0.0)

@@ -186,8 +186,12 @@ class HybridAE(Recommender):
 
     def prior(self, users: torch.Tensor, m: int) -> torch.Tensor:
         """The segment prior for each row [B, n_items + m]: the row of the user's segment (overall popularity
-        when none is known); movies added after training, whose popularity nobody knows yet, get the row's
-        mean over the trained movies (an average movie: the prior neither lifts nor sinks them)."""
+        when none is known). Movies added after training, whose popularity nobody knows yet, get the row's
+        expected value over the movies the segment likes (sum of P log P): a typical liked movie, not a
+        typical catalog movie. The catalog's mean log-share (most movies are rarely liked) sank new movies:
+        on movies held out inside the training data (random and latest 10%, both report splits) the liked
+        ones' percentile rank was 0.176 / 0.224 / 0.201 / 0.340 with the mean and 0.161 / 0.199 / 0.172 /
+        0.197 with this (README, "Cold start")."""
         overall = torch.full((users.shape[0],), self.segment_columns.numel(), dtype=torch.int64, device=users.device)
         row = overall
         if self.segment_columns.numel():
@@ -195,7 +199,9 @@ class HybridAE(Recommender):
             row = torch.where(seg.sum(dim=1) > 0, seg.argmax(dim=1), overall)
         prior = self.segment_prior[row]
         if m:
-            prior = torch.cat([prior, prior.mean(dim=1, keepdim=True).expand(-1, m)], dim=1)
+            share = prior.exp()
+            typical = (share * prior).sum(dim=1, keepdim=True) / share.sum(dim=1, keepdim=True).clamp(min=1e-30)
+            prior = torch.cat([prior, typical.expand(-1, m)], dim=1)
         return prior
 
     def forward(self, x: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
