@@ -7,11 +7,15 @@ import dataclasses
 import json
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from movierec.core.artifact import load_artifact
+from movierec.core.scoring import Scorer
 from movierec.trainer.config import BEST, ENSEMBLE, TrainConfig, get_preset, model_for_shape
+from movierec.trainer.evaluate import predict_frame
 from movierec.trainer.pipeline import resolve_roles, run_training, sample_users
 from movierec.trainer.synthetic import synthetic_catalog, synthetic_ratings
 
@@ -103,3 +107,9 @@ def test_blend_without_the_members_left_out(tmp_path: Any, capsys: Any) -> None:
     assert 0.3 < out.metrics["test_rmse"] < 1.5
     err = capsys.readouterr().err
     assert "left out" in err and "member 1 (iautorec), member 2 (autoencoder)" in err
+    # test predictions in batches of users (the scorer densifies a batch, never every test user at once)
+    scorer = Scorer(art, torch.device("cpu"))
+    users, items = test["user"].to_numpy(), test["item"].to_numpy()
+    whole, _ = predict_frame(scorer, users, items)
+    batched, _ = predict_frame(scorer, users, items, batch_size=7)
+    np.testing.assert_allclose(batched, whole, rtol=1e-6, atol=1e-6)

@@ -24,7 +24,9 @@ from movierec.trainer.metrics import mae, mean_user_rmse, ranking_metrics, rmse
 RELEVANT_MIN_RATING = 4.0
 
 
-def predict_frame(scorer: Scorer, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+def predict_frame(
+    scorer: Scorer, users: np.ndarray, items: np.ndarray, batch_size: int = 1024
+) -> tuple[np.ndarray, dict[str, int]]:
     """Predicted ratings for raw (user, item) pairs, with the documented fallbacks for unknown ids."""
     u = scorer.users.to_index(users)
     i = scorer.items.to_index(items)
@@ -35,7 +37,11 @@ def predict_frame(scorer: Scorer, users: np.ndarray, items: np.ndarray) -> tuple
         targets = Csr.from_coo(inverse, i[warm], np.ones(int(warm.sum())), uniq.size, scorer.n_items)
         # from_coo sorts by (row, col): map back to the caller's order
         order = np.lexsort((i[warm], inverse))
-        values = scorer.predict(scorer.history.rows(uniq), targets)
+        # users in batches: the scorer densifies its input rows (batch x movies), never all users at once
+        values = np.concatenate([
+            scorer.predict(scorer.history.rows(uniq[s : s + batch_size]), targets.rows(np.arange(s, min(s + batch_size, uniq.size))))
+            for s in range(0, uniq.size, batch_size)
+        ])  # fmt: skip
         warm_pred = np.empty_like(values)
         warm_pred[order] = values
         pred[warm] = warm_pred
