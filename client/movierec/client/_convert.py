@@ -367,15 +367,19 @@ def side_information(si: types.SideInformation) -> SideInformation:
     )
 
 
-def movies(resp: pb.GetMoviesResponse) -> Movies:
+def _movie_columns(resp: pb.GetMoviesResponse | pb.SearchMoviesResponse) -> dict[str, Any]:
     ms = resp.movies
-    return Movies(
-        movie_ids=np.fromiter((m.movie_id for m in ms), np.int64, len(ms)),
-        titles=[m.title for m in ms],
-        years=np.fromiter((m.year for m in ms), np.int64, len(ms)),
-        genres=[list(m.genres) for m in ms],
-        model_version=resp.model_version,
-    )
+    return {
+        "movie_ids": np.fromiter((m.movie_id for m in ms), np.int64, len(ms)),
+        "titles": [m.title for m in ms],
+        "years": np.fromiter((m.year for m in ms), np.int64, len(ms)),
+        "genres": [list(m.genres) for m in ms],
+        "model_version": resp.model_version,
+    }
+
+
+def movies(resp: pb.GetMoviesResponse) -> Movies:
+    return Movies(**_movie_columns(resp))
 
 
 def search_request(query: str, limit: int) -> pb.SearchMoviesRequest:
@@ -385,15 +389,7 @@ def search_request(query: str, limit: int) -> pb.SearchMoviesRequest:
 
 
 def movie_matches(resp: pb.SearchMoviesResponse) -> MovieMatches:
-    ms = resp.movies
-    return MovieMatches(
-        movie_ids=np.fromiter((m.movie_id for m in ms), np.int64, len(ms)),
-        titles=[m.title for m in ms],
-        years=np.fromiter((m.year for m in ms), np.int64, len(ms)),
-        genres=[list(m.genres) for m in ms],
-        model_version=resp.model_version,
-        n_matches=int(resp.n_matches),
-    )
+    return MovieMatches(**_movie_columns(resp), n_matches=int(resp.n_matches))
 
 
 def health_status(resp: health_pb2.HealthCheckResponse) -> str:
