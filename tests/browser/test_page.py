@@ -12,22 +12,16 @@ installs them) it fails instead: CI never skips it.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from serve_process import ServeProcess
 
 from movierec.client import Client
 from movierec.v1 import recommender_service_pb2 as pb
@@ -70,46 +64,17 @@ def driver() -> Iterator[Any]:
         d.quit()
 
 
-class Served:
-    """`movierec serve --port 0 --http-port 0` on a copy of the artifact; stderr read by a thread."""
+class Served(ServeProcess):
+    """`movierec serve --port 0 --http-port 0` on a copy of the artifact."""
 
     def __init__(self, artifact: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "movierec.cli", "serve", "--artifact", str(artifact), "--port", "0",
-             "--http-port", "0", "--device", "cpu", "--grace-s", "2"],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True,
+        super().__init__(
+            ["--artifact", str(artifact), "--port", "0", "--http-port", "0", "--device", "cpu", "--grace-s", "2"],
+            r"web page on (http://\S+/)", "the server serves the page", WAIT_S,
         )  # fmt: skip
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        deadline = time.monotonic() + WAIT_S
-        while not self.find(r"web page on (http://\S+/)") and self.proc.poll() is None:
-            assert time.monotonic() < deadline, "the server did not start:\n" + "".join(self.lines)
-            time.sleep(0.05)
-        assert self.proc.poll() is None, "".join(self.lines)
         self.url = str(self.find(r"web page on (http://\S+/)"))
         grpc_port = self.find(r"serving on \S+?:(\d+) ")
         self.target = f"127.0.0.1:{grpc_port}"
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def find(self, pattern: str) -> str | None:
-        for line in list(self.lines):
-            if m := re.search(pattern, line):
-                return m.group(1)
-        return None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(30)
 
 
 @pytest.fixture(scope="module")

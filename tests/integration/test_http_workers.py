@@ -4,22 +4,16 @@ over HTTP reaches every worker (the overlay file), and SIGTERM stops them all.""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
 import shutil
 import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import httpx
-import psutil
 import pytest
 from google.protobuf import json_format
+from serve_process import ServeProcess
 from waiting import wait_for
 
 from movierec.v1 import recommender_service_pb2 as pb
@@ -29,49 +23,23 @@ TOKEN = "http-workers-token-0123456789"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
-class Served:
+class Served(ServeProcess):
+    """`movierec serve --workers 2 --http-port 0` with tokens."""
+
     def __init__(self, artifact: Path, tmp: Path) -> None:
         tokens = tmp / "tokens.txt"
         tokens.write_text(TOKEN + "\n")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "movierec.cli", "serve", "--artifact", str(artifact), "--port", "0",
-             "--http-port", "0", "--device", "cpu", "--workers", "2", "--auth-token-file", str(tokens),
-             "--grace-s", "5"],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True,
+        http = r"web page on http://\S+:(\d+)/ \(every worker\)"
+        super().__init__(
+            ["--artifact", str(artifact), "--port", "0", "--http-port", "0", "--device", "cpu", "--workers", "2",
+             "--auth-token-file", str(tokens), "--grace-s", "5"],
+            http, "the supervisor says every worker serves HTTP",
         )  # fmt: skip
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        wait_for(lambda: self.find(r"web page on http://\S+:(\d+)/ \(every worker\)") or self.proc.poll() is not None,
-                 "the supervisor says every worker serves HTTP")  # fmt: skip
-        assert self.proc.poll() is None, "".join(self.lines)
         self.port = int(self.find(r"all 2 workers serving on \S+:(\d+)") or 0)
-        self.http_port = int(self.find(r"web page on http://\S+:(\d+)/ \(every worker\)") or 0)
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def find(self, pattern: str) -> str | None:
-        for line in list(self.lines):
-            if m := re.search(pattern, line):
-                return m.group(1)
-        return None
+        self.http_port = int(self.find(http) or 0)
 
     def http_listeners(self) -> list[int]:
-        pids = []
-        for child in psutil.Process(self.proc.pid).children():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                if any(c.laddr and c.laddr.port == self.http_port and c.status == psutil.CONN_LISTEN
-                       for c in child.net_connections("tcp")):  # fmt: skip
-                    pids.append(child.pid)
-        return pids
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
+        return [p.pid for p in self.listeners(self.http_port)]
 
 
 @pytest.fixture()

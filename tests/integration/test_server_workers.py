@@ -7,13 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
 import shutil
 import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +18,7 @@ import grpc.aio
 import psutil
 import pytest
 from scrape import handled, scrape, value
+from serve_process import ServeProcess
 from waiting import wait_for, wait_for_async
 
 from movierec.v1 import recommender_service_pb2 as pb
@@ -33,58 +29,25 @@ TOKEN = "workers-test-token-0123456789"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
 
-class Served:
-    """A `movierec serve --workers 2` process group; stderr collected by a thread."""
+class Served(ServeProcess):
+    """A `movierec serve --workers 2` process group (tokens, metrics); stderr collected by a thread."""
 
     def __init__(self, artifact: Path, tmp: Path, extra: Sequence[str] = ()) -> None:
         tokens = tmp / "tokens.txt"
         tokens.write_text(TOKEN + "\n")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "movierec.cli", "serve", "--artifact", str(artifact), "--port", "0",
-             "--device", "cpu", "--workers", "2", "--metrics-port", "0", "--auth-token-file", str(tokens),
-             "--grace-s", "5", *extra],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True,
+        super().__init__(
+            ["--artifact", str(artifact), "--port", "0", "--device", "cpu", "--workers", "2", "--metrics-port", "0",
+             "--auth-token-file", str(tokens), "--grace-s", "5", *extra],
+            r"all 2 workers serving on \S+:(\d+)", "the supervisor says every worker serves",
         )  # fmt: skip
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        wait_for(lambda: self.find(r"all 2 workers serving on \S+:(\d+)") or self.proc.poll() is not None,
-                 "the supervisor says every worker serves")  # fmt: skip
-        assert self.proc.poll() is None, "".join(self.lines)
         self.port = int(self.find(r"all 2 workers serving on \S+:(\d+)") or 0)
         metrics_at = self.find(r"metrics on http://(\S+)/metrics")
         self.metrics_url = f"http://{metrics_at}/metrics"
         self.target = f"127.0.0.1:{self.port}"
 
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def find(self, pattern: str) -> str | None:
-        for line in list(self.lines):
-            m = re.search(pattern, line)
-            if m:
-                return m.group(1)
-        return None
-
     def workers(self) -> list[psutil.Process]:
         """The worker processes (children serving the port; not the metrics process)."""
-        out = []
-        for child in psutil.Process(self.proc.pid).children():
-            try:
-                if any(c.laddr and c.laddr.port == self.port and c.status == psutil.CONN_LISTEN
-                       for c in child.net_connections("tcp")):  # fmt: skip
-                    out.append(child)
-            except psutil.NoSuchProcess:
-                pass
-        return out
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
+        return self.listeners(self.port)
 
 
 @pytest.fixture()
