@@ -12,12 +12,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 
 import psutil
-
-WAIT_S = 120.0  # generous: a wait ends as soon as its condition holds; this only bounds a broken test
+from waiting import WAIT_S, wait_for
 
 
 class ServeProcess:
@@ -32,10 +30,7 @@ class ServeProcess:
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
-        deadline = time.monotonic() + wait_s
-        while not self.find(ready) and self.proc.poll() is None:
-            assert time.monotonic() < deadline, f"{what} within {wait_s:.0f} s:\n" + "".join(self.lines[-30:])
-            time.sleep(0.01)
+        wait_for(lambda: self.find(ready) or self.proc.poll() is not None, what, wait_s)
         assert self.proc.poll() is None, f"{what}, but the server exited:\n" + "".join(self.lines[-30:])
 
     def _read(self) -> None:

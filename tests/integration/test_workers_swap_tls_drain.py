@@ -9,7 +9,6 @@ import contextlib
 import os
 import shutil
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,12 +110,10 @@ def test_hot_swap_reaches_every_worker_and_fails_no_call(
 
 
 async def _all_answered(seen: dict[int, set[str]]) -> bool:
-    await asyncio.sleep(0.05)
-    return all(seen.values())
+    return all(seen.values())  # wait_for_async yields to the calling tasks between polls
 
 
 async def _all_swapped(seen: dict[int, set[str]], first: set[str]) -> bool:
-    await asyncio.sleep(0.05)
     return all(vs - first for vs in seen.values())
 
 
@@ -168,10 +165,10 @@ def test_sigterm_lets_streams_in_flight_on_both_workers_finish(tiny_artifact: Pa
                     await call.write(request(i))
                     answered[pid].append((await call.read()).request_id)
             os.kill(served.proc.pid, signal.SIGTERM)
-            wait_until = time.monotonic() + 120
-            while sum("server stopping" in ln for ln in served.lines) < 2:  # both workers are draining
-                assert time.monotonic() < wait_until, "".join(served.lines[-20:])
-                await asyncio.sleep(0.05)
+            async def draining() -> bool:  # both workers are draining
+                return sum("server stopping" in ln for ln in served.lines) >= 2
+
+            await wait_for_async(draining, "both workers say they are stopping")
             for pid, call in streams.items():  # the streams in flight keep being served during the grace
                 for i in range(3, 8):
                     await call.write(request(i))

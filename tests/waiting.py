@@ -1,4 +1,5 @@
-"""Waiting on a condition, never on the clock: the one polling helper the integration tests share."""
+"""Waiting on a condition, never on the clock: the one polling helper the tests share (tests/ is on the path
+of pytest's rootdir conftest, so every test folder imports it)."""
 
 from __future__ import annotations
 
