@@ -198,10 +198,10 @@ class HybridAE(Recommender):
             seg = users[:, self.segment_columns]
             row = torch.where(seg.sum(dim=1) > 0, seg.argmax(dim=1), overall)
         prior = self.segment_prior[row]
-        if m:
-            share = prior.exp()
-            typical = (share * prior).sum(dim=1, keepdim=True) / share.sum(dim=1, keepdim=True).clamp(min=1e-30)
-            prior = torch.cat([prior, typical.expand(-1, m)], dim=1)
+        if m:  # per segment row (a few), not per query row
+            rows, share = self.segment_prior, self.segment_prior.exp()
+            typical = (share * rows).sum(dim=1) / share.sum(dim=1).clamp(min=1e-30)
+            prior = torch.cat([prior, typical[row, None].expand(-1, m)], dim=1)
         return prior
 
     def forward(self, x: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
