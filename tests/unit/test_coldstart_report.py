@@ -15,11 +15,13 @@ from movierec.core.sparse import Csr
 from movierec.trainer import coldstart_metrics as cm
 from movierec.trainer.coldstart_report import (
     ColdStartData,
+    average_seeds,
     check_floors,
     cold_movie_ids,
     cold_user_split,
     release_keys,
     run_cold_start,
+    with_train_seed,
 )
 
 
@@ -236,6 +238,44 @@ def test_check_floors_pass_and_fail() -> None:
     assert len(floors) == 4
 
 
+def test_average_seeds_means_spreads_and_per_seed_values() -> None:
+    rows = [
+        {"split": "s", "model": "hybrid", "n": 1, "ndcg@10": 0.30, "rmse": 1.0, "ratings": 50, "seed": 1},
+        {"split": "s", "model": "hybrid", "n": 1, "ndcg@10": 0.20, "rmse": 1.2, "ratings": 50, "seed": 0},
+        {"split": "s", "model": "hybrid", "n": 3, "ndcg@10": 0.40, "rmse": 0.9, "ratings": 40, "seed": 0},
+    ]  # fmt: skip
+    one, three = average_seeds(rows, ("split", "model", "n"))
+    assert (one["n"], one["seeds"], one["ratings"]) == (1, 2, 50) and "seed" not in one
+    assert one["ndcg@10"] == pytest.approx(0.25) and one["rmse"] == pytest.approx(1.1)
+    assert one["ndcg@10_sd"] == pytest.approx(np.std([0.2, 0.3], ddof=1))
+    assert one["ndcg@10_seeds"] == pytest.approx([0.20, 0.30])  # in seed order, not row order
+    assert (three["seeds"], three["ndcg@10"], three["ndcg@10_sd"]) == (1, 0.40, 0.0)
+
+
+def test_check_floors_reads_the_mean_over_seeds_and_lists_each_seed() -> None:
+    per_seed = [
+        {"split": "s", "model": m, "n": n, "ndcg@10": v, "rmse": 1.0, "seed": seed}
+        for seed, gain in ((0, -0.01), (1, 0.03))
+        for m, n, v in (("hybrid", 0, 0.3), ("segment-popularity", 0, 0.2), ("hybrid", 1, 0.3 + gain),
+                        ("hybrid-profile-only", 1, 0.3))
+    ]  # fmt: skip
+    floors = check_floors(average_seeds(per_seed, ("split", "model", "n")), [])
+    (helps,) = [f for f in floors if f["floor"].startswith("every revealed rating helps: NDCG@10")]
+    assert helps["pass"] is True  # mean gain +0.01 although seed 0 lost
+    assert "n=1 +0.0100" in helps["value"] and "each seed: n=1 -0.0100 / +0.0300" in helps["value"]
+    (prof,) = [f for f in floors if f["floor"].startswith("profile only beats")]
+    assert "over 2 seeds" in prof["value"]
+
+
+def test_with_train_seed_moves_every_models_seed(tiny_cold_preset: Any) -> None:
+    preset = tiny_cold_preset(main_epochs=3, side_epochs=5)
+    assert with_train_seed(preset, 0) is preset
+    moved = with_train_seed(preset, 2)
+    assert moved.train.seed == preset.train.seed + 2
+    assert [t.seed for _, _, t in moved.side_models] == [t.seed + 2 for _, _, t in preset.side_models]
+    assert moved.side_models[0][1] == preset.side_models[0][1] and moved.model == preset.model
+
+
 @pytest.fixture(scope="module")
 def tiny_report(
     tmp_path_factory: pytest.TempPathFactory,
@@ -289,10 +329,31 @@ def test_orchestration_smoke(tiny_report: tuple[dict, Path]) -> None:
     assert doc.count("| PASS |") + doc.count("| FAIL |") == len(result["floors"])
 
 
+def test_two_training_seeds_average_two_trainings(
+    tmp_path: Path, tiny_ratings: tuple[pd.DataFrame, ...], tiny_profiles: pd.DataFrame, tiny_cold_preset: Any
+) -> None:
+    train, test, catalog = tiny_ratings
+    df = pd.concat([train, test], ignore_index=True)
+    data = ColdStartData(df, catalog, tiny_profiles, release_keys(catalog))
+    result = run_cold_start(data, tmp_path, preset=tiny_cold_preset(main_epochs=2, side_epochs=3), user_splits=("random",),
+                            movie_splits=("random",), train_seeds=2, dataset="tiny", log=lambda _: None)  # fmt: skip
+    assert result["meta"]["train_seeds"] == 2
+    assert {r["seed"] for r in result["per_seed"]["users"]} == {0, 1}
+    for row in result["users"] + result["movies"]:
+        assert row["seeds"] == 2
+        per = row["rmse_seeds"]
+        assert len(per) == 2 and row["rmse"] == pytest.approx(np.mean(per), nan_ok=True)
+    hyb = [r for r in result["per_seed"]["users"] if r["model"] == "hybrid" and r["n"] == 3]
+    assert hyb[0]["rmse"] != hyb[1]["rmse"]  # the seeds trained different networks
+    assert "mean over 2 training seeds" in (tmp_path / "cold-start.md").read_text()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--cold-start", "--all-folds"], "runs its own splits"),
+        (["--cold-start", "--train-seeds", "0"], "--train-seeds must be at least 1"),
+        (["--train-seeds", "2"], "--train-seeds goes with --cold-start"),
         (["--cold-start", "--presets", "classic"], "trains no cold-start models"),
         (["--cold-start", "--presets", "best", "ease"], "one preset"),
         (["--doc", "x.md"], "--doc goes with --cold-start"),

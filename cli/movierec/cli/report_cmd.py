@@ -31,6 +31,11 @@ def register(subparsers: Any) -> None:
         "metadata), with baselines; writes cold-start.json/.png to --out and the markdown to --doc",
     )  # fmt: skip
     parser.add_argument(
+        "--train-seeds", type=int, default=None, metavar="K",
+        help="with --cold-start: train every split with K training seeds and report the mean and spread "
+        "(default 3)",
+    )  # fmt: skip
+    parser.add_argument(
         "--doc", type=Path, default=None,
         help="with --cold-start: where the markdown goes (default: <out>/cold-start.md)",
     )  # fmt: skip
@@ -38,7 +43,7 @@ def register(subparsers: Any) -> None:
 
 
 def _cold_start(args: argparse.Namespace) -> int:
-    from movierec.trainer.coldstart_report import run_coldstart_report
+    from movierec.trainer.coldstart_report import TRAIN_SEEDS, run_coldstart_report
     from movierec.trainer.config import PRESETS, get_preset
 
     if args.all_folds or args.time_split:
@@ -48,13 +53,18 @@ def _cold_start(args: argparse.Namespace) -> int:
         raise CliError(f"--cold-start takes one preset with side models (default best); choose from: {', '.join(PRESETS)}")
     if not get_preset(presets[0]).side_models:
         raise CliError(f"preset {presets[0]!r} trains no cold-start models; use best")
+    seeds = TRAIN_SEEDS if args.train_seeds is None else args.train_seeds
+    if seeds < 1:
+        raise CliError(f"--train-seeds must be at least 1, got {seeds}")
     doc = args.doc or args.out / "cold-start.md"
     command = f"movierec report --cold-start --data-dir {args.data_dir} --out {args.out} --doc {doc}"
     if args.threads:
         command += f" --threads {args.threads}"
+    if args.train_seeds is not None:
+        command += f" --train-seeds {seeds}"
     try:
         run_coldstart_report(args.data_dir, args.out, doc=doc, preset=presets[0], device=args.device,
-                             threads=args.threads, command=command)  # fmt: skip
+                             threads=args.threads, train_seeds=seeds, command=command)  # fmt: skip
     except ValueError as exc:
         raise CliError(str(exc)) from None
     print(doc)
@@ -66,6 +76,8 @@ def _report(args: argparse.Namespace) -> int:
         return _cold_start(args)
     if args.doc is not None:
         raise CliError("--doc goes with --cold-start")
+    if args.train_seeds is not None:
+        raise CliError("--train-seeds goes with --cold-start")
     from movierec.trainer.config import PRESETS
     from movierec.trainer.report import TIME_SPLIT, run_report
 
