@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from movierec.core.config import FamilySettings, ModelConfig
-from movierec.core.models.base import Recommender, activation
+from movierec.core.models.base import Recommender, activation, csr_matmul
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Autoencoder(Recommender):
             return self.forward(x.to_dense())
         first = self.encoder[0]
         assert isinstance(first, nn.Linear)
-        h = x @ self._first_weight_t(first.weight) + first.bias
+        h = csr_matmul(x, self._first_weight_t(first.weight)) + first.bias
         return self.decode(self.encoder[1:](h))
 
     def _first_weight_t(self, weight: torch.Tensor) -> torch.Tensor:

@@ -152,9 +152,28 @@ def with_values(csr: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         return torch.sparse_csr_tensor(csr.crow_indices(), csr.col_indices(), values, csr.shape)
 
 
-def binary_csr(x: torch.Tensor) -> torch.Tensor:
-    """A sparse CSR matrix with 1.0 where `x` stores a nonzero value (0.0 where it stores a zero)."""
-    return with_values(x, (x.values() != 0).to(x.dtype))
+def csr_matmul(
+    x: torch.Tensor, weight: torch.Tensor, *, binary: bool = False, columns: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`x @ weight` for a sparse CSR `x` [B, n] and a dense `weight` [n, d] (or [k, d] with `columns`): each
+    row the sum of the weight rows of its stored columns, times the stored value (1 for a nonzero value
+    with `binary`), by `embedding_bag`, the gather-and-sum kernel recommender embeddings use. torch's sparse
+    CSR x dense product was 3-7x slower here (EASE on ml-100k, 1 thread: 8 users 322 -> 97 us, 64 users
+    4.7 -> 0.67 ms). `columns` [n] renumbers x's columns into weight's rows; -1 drops a column. Inference
+    only: no gradient reaches `x`'s values."""
+    crow, col, values = x.crow_indices(), x.col_indices(), x.values()
+    if binary:
+        values = values != 0
+    if columns is not None:
+        col = columns[col]
+        kept = col >= 0
+        values = values * kept
+        col = col.clamp(min=0)
+    if weight.shape[0] == 0 or col.numel() == 0:
+        return weight.new_zeros(x.shape[0], weight.shape[1])
+    return torch.nn.functional.embedding_bag(
+        col, weight, crow, mode="sum", per_sample_weights=values.to(weight.dtype), include_last_offset=True
+    )
 
 
 def drop_legacy_keys(state_dict: dict[str, Any], prefix: str, names: tuple[str, ...]) -> None:

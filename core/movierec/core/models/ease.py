@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 
 from movierec.core.config import FamilySettings, ModelConfig
-from movierec.core.models.base import Recommender, binary_csr, drop_legacy_keys, is_sparse
+from movierec.core.models.base import Recommender, csr_matmul, drop_legacy_keys, is_sparse
 
 
 @dataclass(frozen=True)
@@ -117,24 +117,15 @@ class EASE(Recommender):
 
     def scores_sparse(self, x: torch.Tensor) -> torch.Tensor:
         """`scores` of a sparse CSR rating matrix (rows = users), never densified: the sum of the B rows of
-        each user's rated movies. The serving path: it skips building, comparing and re-sparsifying a dense
-        batch (ml-100k, 32 users, 1 thread: 0.98 ms for `forward` on the dense batch, 0.50 ms here)."""
+        each user's rated movies (`csr_matmul`). The serving path: no dense batch to build, compare and
+        re-sparsify (ml-100k, 32 users, 1 thread: 0.98 ms for `forward` on the dense batch, 0.50 ms with
+        torch's sparse product, less again with the gather-and-sum: 64 users 4.7 -> 0.67 ms)."""
         if not self.pruned:
-            return binary_csr(x) @ self.weights
-        # keep the kept movies' columns, renumbered into B's rows (still sparse)
-        n = self.config.n_items
-        pos = torch.full((n,), -1, dtype=torch.int64, device=x.device)
+            return csr_matmul(x, self.weights, binary=True)
+        # the kept movies' columns renumbered into B's rows; the others dropped
+        pos = torch.full((self.config.n_items,), -1, dtype=torch.int64, device=x.device)
         pos[self.kept] = torch.arange(self.kept.numel(), device=x.device)
-        crow, col = x.crow_indices(), x.col_indices()
-        rows = torch.repeat_interleave(torch.arange(x.shape[0], device=x.device), crow[1:] - crow[:-1])
-        keep = (pos[col] >= 0) & (x.values() != 0)
-        sub = torch.sparse_coo_tensor(
-            torch.stack([rows[keep], pos[col[keep]]]),
-            torch.ones(int(keep.sum()), dtype=self.weights.dtype, device=x.device),
-            (x.shape[0], self.kept.numel()),
-            check_invariants=False,
-        )
-        return self._spread(torch.sparse.mm(sub, self.weights), x.shape[0])
+        return self._spread(csr_matmul(x, self.weights, binary=True, columns=pos), x.shape[0])
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)
