@@ -20,7 +20,7 @@ help:
 	@echo "make bench  - benchmarks (prints figures, writes bench/results/)"
 	@echo "make bench-train - training time and peak RSS per preset and stage on synthetic 100k..25m shapes"
 	@echo "make report - train every preset on u1 and write the results table and plot"
-	@echo "make report-cold-start - new users and new movies vs baselines (docs/cold-start.md)"
+	@echo "make report-cold-start - new users and new movies vs baselines, 3 training seeds, ~15 min (docs/cold-start.md)"
 	@echo "make lint   - ruff, mypy and the import-linter layer contracts"
 	@echo "make proto  - regenerate the generated stubs in protos/movierec/v1"
 

@@ -77,6 +77,19 @@ def test_render_medians_spreads_workers_and_floors() -> None:
     assert "**2.0 ms** (floor 3 ms: met" in md
 
 
+def test_render_reads_the_bulk_floor_on_score_alls_own_clock_and_shows_the_whole_command() -> None:
+    res = _res()
+    res["bulk"] |= {"ratio_runs": [0.78, 0.8, 0.82], "in_process_runs": [900.0, 1000.0, 1100.0],
+                    "end_to_end_runs": [780.0, 800.0, 820.0], "pipeline_ratio_runs": [0.86, 0.9, 0.95],
+                    "pipeline_runs": [860.0, 900.0, 950.0]}  # fmt: skip
+    md = render(res)
+    assert "900 [860..950] users/s by score-all's own clock" in md
+    assert "**0.90x** [0.86..0.95] (floor 0.85x: met)" in md
+    assert "(the whole `score-all` command) 800 [780..820] users/s = 0.80x [0.78..0.82]" in md
+    res["bulk"]["pipeline_ratio_runs"] = [0.8, 0.82, 0.84]
+    assert "**0.82x** [0.80..0.84] (floor 0.85x: **not met**)" in render(res)
+
+
 def test_splice_replaces_only_the_marked_part() -> None:
     readme = f"# T\n\nbefore\n{BEGIN}\nold figures\n{END}\nafter\n"
     out = splice(readme, "new figures\n")
