@@ -106,6 +106,44 @@ def _workers_section(w: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _h2load_section(h: dict[str, Any]) -> list[str]:
+    s = h["summary"]
+    levels = list(h["levels"])
+
+    def cps(name: str, level: str) -> str:
+        x = s[name][level]["calls_per_s"]
+        return f"{x['median']:,.0f} {_spread(x['min'], x['max'])}"
+
+    lines = [
+        "**The same servers under h2load** (`python -m bench.bench_h2load`, run by `make bench` when `h2load` "
+        "is installed: nghttp2's load generator, in C, one thread; Recommend for one user (the median rater, "
+        f"user {h['user']}), k=10, on `{Path(h['artifact']).name}`; " + ", ".join(
+            f"c={lv}: {c} connection(s) x {m} stream(s)" for lv, (c, m) in h["levels"].items())
+        + f"; {h['seconds']:g} s per level; every configuration started {h['repeats']} times, interleaved; "
+        "medians, [min..max]; each run checks that every answer carried a full recommendation list). The Python "
+        "load generator above costs about as much CPU per call as the echo server itself, on the same two cores; "
+        "h2load costs a fraction of that, so these figures read the servers:",
+        "",
+        "| server | " + " | ".join(f"c={lv} calls/s" for lv in levels) + " |",
+        "|---|" + "---|" * len(levels),
+    ]  # fmt: skip
+    for key, label in WORKER_ROWS:
+        if key in s:
+            lines.append(f"| {label} | " + " | ".join(cps(key, lv) for lv in levels) + " |")
+    r = h["ratios"]
+    lines += [
+        "",
+        "Floors under h2load (medians at concurrency 64): 2 workers = "
+        f"**{r['2w_over_1w_c64']:.2f}x** 1 worker (floor 1.4x: {_met(r['2w_over_1w_c64'] >= 1.4)}; the echo "
+        f"server's own 2 / 1 processes: {r['echo2w_over_echo1w_c64']:.2f}x); 1 worker = "
+        f"**{r['1w_over_echo1w_c64']:.2f}x** the one-process echo (floor 0.8x: {_met(r['1w_over_echo1w_c64'] >= 0.8)}); "
+        f"2 workers = {r['2w_over_echo2w_c64']:.2f}x the two-process echo; metrics cost "
+        f"**{100 * r['metrics_cost_1w_c64']:+.0f}%** (1 worker) and **{100 * r['metrics_cost_2w_c64']:+.0f}%** "
+        f"(2 workers) of calls/s (floor 5%: {_met(max(r['metrics_cost_1w_c64'], r['metrics_cost_2w_c64']) <= 0.05)}).",
+    ]  # fmt: skip
+    return lines
+
+
 def render(res: dict[str, Any]) -> str:
     m = res["machine"]
     bulk = res["bulk"]
@@ -180,6 +218,8 @@ def render(res: dict[str, Any]) -> str:
         ]
     if "workers" in res:
         out += ["", *_workers_section(res["workers"])]
+    if "h2load" in res:
+        out += ["", *_h2load_section(res["h2load"])]
     out += ["", "Plot: `docs/performance.png` (from `bench/results/bench.png`); raw figures: `bench/results/bench.json`."]
     return "\n".join(out) + "\n"
 

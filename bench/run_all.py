@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bench_bulk, bench_online, bench_ray, bench_workers, performance_md
+from bench import bench_bulk, bench_h2load, bench_online, bench_ray, bench_workers, performance_md
 
 RESULTS = Path("bench/results")
 
@@ -80,6 +80,7 @@ def main() -> None:
     p.add_argument("--no-ray", action="store_true", help="skip the Ray Data bulk runs")
     p.add_argument("--no-synthetic-online", action="store_true", help="online benchmark on ml-100k only")
     p.add_argument("--no-workers", action="store_true", help="skip the workers / metrics benchmark")
+    p.add_argument("--no-h2load", action="store_true", help="skip the runs with h2load (C) as the load generator")
     p.add_argument("--repeats", type=int, default=3, help="runs of the bulk and workers benchmarks (medians)")
     p.add_argument("--conditions", default="", help="how busy the machine was, said in the README section")
     a = p.parse_args()
@@ -100,6 +101,14 @@ def main() -> None:
     if not a.no_workers and a.device == "cpu":  # 1 and 2 workers, echo with as many processes, metrics on/off
         res["workers"] = bench_workers.run(a.online_artifact, repeats, 200 if a.quick else 500, 2.0 if a.quick else 3.0)
         (RESULTS / "workers.json").write_text(json.dumps(res["workers"], indent=2))
+        if a.no_h2load:
+            pass
+        elif bench_h2load.available():  # the same servers under a load generator that leaves them the cores
+            res["h2load"] = bench_h2load.run(a.online_artifact, repeats, 2.0 if a.quick else 5.0)
+            (RESULTS / "h2load.json").write_text(json.dumps(res["h2load"], indent=2))
+        else:
+            print("h2load not found (apt-get install nghttp2-client): the capacity runs with a C load generator "
+                  "are skipped", flush=True)  # fmt: skip
     res["conditions"] = a.conditions
     res["machine"]["loadavg_end"] = list(os.getloadavg())
     res["seconds"] = time.perf_counter() - t0
@@ -114,6 +123,8 @@ def main() -> None:
           f"p99 at c=1: {r['c1_p99_ms']:.2f} ms (floor 3 ms)")  # fmt: skip
     if "workers" in res:
         print("workers:", json.dumps(res["workers"]["ratios"]))
+    if "h2load" in res:
+        print("workers, h2load as the load generator:", json.dumps(res["h2load"]["ratios"]))
     if "online_synthetic" in res:
         r = res["online_synthetic"]["ratios"]
         print(f"online c=64 on {res['online_synthetic']['dataset']}: {r['c64_vs_naive']:.2f}x naive, "

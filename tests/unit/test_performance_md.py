@@ -90,6 +90,22 @@ def test_render_reads_the_bulk_floor_on_score_alls_own_clock_and_shows_the_whole
     assert "**0.82x** [0.80..0.84] (floor 0.85x: **not met**)" in render(res)
 
 
+def test_render_adds_the_h2load_table_and_its_floors() -> None:
+    res = _res()
+    names = ("movierec-1w", "movierec-1w-metrics", "movierec-2w", "movierec-2w-metrics", "echo-1w", "echo-2w")
+    summary = {n: {"64": {"calls_per_s": {"median": 1000.0 * (i + 1), "min": 900.0 * (i + 1), "max": 1100.0 * (i + 1)}},
+                   "1": {"calls_per_s": {"median": 500.0, "min": 400.0, "max": 600.0}}} for i, n in enumerate(names)}
+    ratios = {"2w_over_1w_c64": 3.0, "1w_over_echo1w_c64": 0.2, "2w_over_echo2w_c64": 0.5, "echo2w_over_echo1w_c64": 1.2,
+              "metrics_cost_1w_c64": 0.01, "metrics_cost_2w_c64": 0.02}  # fmt: skip
+    res["h2load"] = {"artifact": "artifacts/ml-100k-u1", "user": 215, "repeats": 3, "seconds": 5.0,
+                     "levels": {"64": [64, 1], "1": [1, 1]}, "summary": summary, "ratios": ratios}  # fmt: skip
+    md = render(res)
+    assert "**The same servers under h2load**" in md and "user 215" in md and "c=64: 64 connection(s) x 1 stream(s)" in md
+    assert "| movierec, 2 workers | 3,000 [2,700..3,300] | 500 [400..600] |" in md
+    assert "2 workers = **3.00x** 1 worker (floor 1.4x: met; the echo server's own 2 / 1 processes: 1.20x)" in md
+    assert "**0.20x** the one-process echo (floor 0.8x: **not met**)" in md
+
+
 def test_splice_replaces_only_the_marked_part() -> None:
     readme = f"# T\n\nbefore\n{BEGIN}\nold figures\n{END}\nafter\n"
     out = splice(readme, "new figures\n")
