@@ -152,6 +152,13 @@ def with_values(csr: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         return torch.sparse_csr_tensor(csr.crow_indices(), csr.col_indices(), values, csr.shape)
 
 
+def dense_to_csr(x: torch.Tensor) -> torch.Tensor:
+    """A dense [B, n] batch as a sparse CSR tensor (its nonzero entries), for `csr_matmul`."""
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return x.to_sparse_csr()
+
+
 def csr_matmul(
     x: torch.Tensor, weight: torch.Tensor, *, binary: bool = False, columns: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 
 from movierec.core.config import FamilySettings, ModelConfig
-from movierec.core.models.base import Recommender, csr_matmul, drop_legacy_keys, is_sparse
+from movierec.core.models.base import Recommender, csr_matmul, dense_to_csr, drop_legacy_keys, is_sparse
 
 
 @dataclass(frozen=True)
@@ -106,13 +106,15 @@ class EASE(Recommender):
         rated = (x != 0).float()
         if self.pruned:
             sub = rated[:, self.kept]
-            kept_scores = torch.sparse.mm(sub.to_sparse(), self.weights) if is_sparse(sub) else sub @ self.weights
+            kept_scores = csr_matmul(dense_to_csr(sub), self.weights) if is_sparse(sub) else sub @ self.weights
             return self._spread(kept_scores, rated.shape[0])
         # Rating rows are sparse (a few percent of the catalog): summing the B rows of the rated movies is
         # 2-5x faster than the dense product (measured on ml-100k: one user 0.48 -> 0.10 ms, 32 users
-        # 1.8 -> 0.85 ms). Dense rows take the dense product.
+        # 1.8 -> 0.85 ms), and the gather-and-sum of `csr_matmul` 2.4x faster again than torch's sparse
+        # product (1,024 users x 3,706 movies, 4.5% rated: 176 -> 73 ms; validation scores every user this
+        # way for each l2 candidate). Dense rows take the dense product.
         if is_sparse(rated):
-            return torch.sparse.mm(rated.to_sparse(), self.weights)
+            return csr_matmul(dense_to_csr(rated), self.weights)
         return rated @ self.weights
 
     def scores_sparse(self, x: torch.Tensor) -> torch.Tensor:
