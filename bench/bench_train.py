@@ -196,14 +196,17 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
-    for preset in sorted({r["preset"] for r in records}):
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
+    colors = plt.get_cmap("tab20").colors  # one colour and marker per preset: 12 presets outrun tab10's cycle
+    markers = "osD^v<>ph*Xd"
+    for i, preset in enumerate(sorted({r["preset"] for r in records})):
         rows = sorted((r for r in records if r["preset"] == preset and r["status"] == "ok"), key=lambda r: r["ratings"])
         if not rows:
             continue
         n = [r["ratings"] for r in rows]
-        ax_t.plot(n, [r["seconds"] / 60 for r in rows], marker="o", label=preset)
-        ax_m.plot(n, [r["peak_rss_bytes"] / 1024**3 for r in rows], marker="o", label=preset)
+        style = {"marker": markers[i % len(markers)], "color": colors[(2 * i) % 20 + (i // 10) % 2], "label": preset}
+        ax_t.plot(n, [r["seconds"] / 60 for r in rows], **style)
+        ax_m.plot(n, [r["peak_rss_bytes"] / 1024**3 for r in rows], **style)
     for ax, ylabel in ((ax_t, "training time (min)"), (ax_m, "peak RSS (GiB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -211,7 +214,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, which="both")
         if ax.get_lines():
-            ax.legend()
+            ax.legend(fontsize=8, ncol=2)
     fig.suptitle(f"movierec training on synthetic shapes ({os.cpu_count()} CPUs, {platform.machine()})")
     fig.tight_layout()
     fig.savefig(path)
