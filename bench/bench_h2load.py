@@ -26,7 +26,6 @@ import shutil
 import statistics
 import struct
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from bench.bench_online import default_artifact
-from bench.common import movierec_serve, start_server, stop
+from bench.bench_workers import configs
+from bench.common import start_server, stop
 from movierec.client import Client
 from movierec.v1 import recommender_service_pb2 as pb
 
@@ -101,18 +101,6 @@ def typical_user(artifact: Path) -> int:
     users = np.load(artifact / "users.npy")
     lengths = np.diff(np.load(artifact / "history.npz")["indptr"])
     return int(users[np.argsort(lengths, kind="stable")[lengths.size // 2]])
-
-
-def configs(artifact: Path) -> dict[str, list[str]]:
-    echo = [sys.executable, "-m", "bench.ref_servers", "echo"]
-    return {
-        "movierec-1w": movierec_serve(artifact, "cpu"),
-        "movierec-1w-metrics": movierec_serve(artifact, "cpu", "--metrics-port", "0"),
-        "movierec-2w": movierec_serve(artifact, "cpu", "--workers", "2"),
-        "movierec-2w-metrics": movierec_serve(artifact, "cpu", "--workers", "2", "--metrics-port", "0"),
-        "echo-1w": echo,
-        "echo-2w": [*echo, "--workers", "2"],
-    }
 
 
 def one_run(cmd: list[str], body: Path, seconds: float) -> dict[str, Any]:
