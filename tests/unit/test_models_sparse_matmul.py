@@ -52,3 +52,20 @@ def test_no_stored_entries_give_zeros(n_rows: int) -> None:
     x = csr_tensor(Csr.empty(n_rows, 6), torch.device("cpu"))
     out = csr_matmul(x, torch.ones(6, 4))
     assert out.shape == (n_rows, 4) and not out.any()
+
+
+def test_pruned_ease_sparse_scores_follow_a_changed_kept_set() -> None:
+    """The kept movies' positions are cached between calls; a new kept set (or a copy into it) must not meet
+    the old positions."""
+    from movierec.core.config import ModelConfig
+    from movierec.core.models import EASE
+
+    model = EASE(ModelConfig(kind="ease", n_items=6, extra={"max_items": 3}))
+    x = csr_tensor(_rows(), torch.device("cpu"))
+    dense = (_dense(_rows()) != 0).float()
+    for kept in ([0, 3, 4], [1, 2, 5], [5, 0, 1]):
+        model.set_kept(torch.tensor(kept), torch.zeros(6))
+        model.weights.copy_(torch.randn(3, 3, generator=torch.Generator().manual_seed(kept[0])))
+        torch.testing.assert_close(model.scores_sparse(x), model.forward(dense))
+    model.kept.copy_(torch.tensor([2, 3, 4]))  # in place: the same tensor, a new version
+    torch.testing.assert_close(model.scores_sparse(x), model.forward(dense))

@@ -66,6 +66,7 @@ class EASE(Recommender):
         self.register_buffer("weights", torch.zeros(k, k))
         self.register_buffer("kept", torch.arange(k))
         self.register_buffer("popularity", torch.zeros(n))
+        self._positions: tuple[torch.Tensor, int, torch.Tensor] | None = None  # see `_kept_positions`
 
     @property
     def pruned(self) -> bool:
@@ -124,10 +125,18 @@ class EASE(Recommender):
         torch's sparse product, less again with the gather-and-sum: 64 users 4.7 -> 0.67 ms)."""
         if not self.pruned:
             return csr_matmul(x, self.weights, binary=True)
-        # the kept movies' columns renumbered into B's rows; the others dropped
-        pos = torch.full((self.config.n_items,), -1, dtype=torch.int64, device=x.device)
-        pos[self.kept] = torch.arange(self.kept.numel(), device=x.device)
-        return self._spread(csr_matmul(x, self.weights, binary=True, columns=pos), x.shape[0])
+        return self._spread(csr_matmul(x, self.weights, binary=True, columns=self._kept_positions()), x.shape[0])
+
+    def _kept_positions(self) -> torch.Tensor:
+        """Each movie's row in B (-1 for a movie not kept): built once per `kept` tensor and in-place version
+        (a new tensor from `set_kept`, loading or moving the model, or a copy into it, rebuilds it), not per
+        request."""
+        kept, cached = self.kept, self._positions
+        if cached is None or cached[0] is not kept or cached[1] != kept._version:
+            pos = torch.full((self.config.n_items,), -1, dtype=torch.int64, device=kept.device)
+            pos[kept] = torch.arange(kept.numel(), device=kept.device)
+            cached = self._positions = (kept, kept._version, pos)
+        return cached[2]
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)
