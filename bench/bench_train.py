@@ -5,8 +5,11 @@
 Each (shape, preset) trains in a child process (`--child`) on ratings from the project's generator
 (`movierec.trainer.synthetic`: long-tailed popularity, low-rank tastes, movie biases, noise; timestamps and a
 genre catalog, so the cold-start models train too), with 10% of each user's ratings held out as the test file.
-The parent polls the child's peak RSS (VmHWM) and stops it after --max-minutes; the child records each
-stage's seconds and peak RSS (the artifact's `training.roles`). A run refused by the memory check records
+The child trains as `movierec train` does, its roles side by side in worker processes where the cores and
+memory allow (`--jobs auto`). The parent polls the peak RSS: the child's own (VmHWM) or, when larger, the
+sum over the child and its workers (sampled every 0.1 s); it stops the run after --max-minutes of the
+tree's CPU time. The child records each stage's seconds and peak RSS (the artifact's `training.roles`: a
+role trained in a worker reports that worker's own peak). A run refused by the memory check records
 its one-line reason. Writes train.json, train.md (the table) and train.png (time and peak RSS against the
 number of ratings) under --out.
 """
@@ -64,7 +67,7 @@ def child(shape: str, preset_name: str, out: Path, threads: int | None) -> None:
     t1 = time.perf_counter()
     try:
         outcome = run_training(df[~test], test_df, catalog, get_preset(preset_name), out.with_suffix(".artifact"),
-                               dataset=f"synthetic-{shape}", progress=False)  # fmt: skip
+                               dataset=f"synthetic-{shape}", progress=False, jobs=None)  # jobs: as movierec train
     except MemoryBudgetError as exc:
         record.update(status="refused", reason=str(exc), seconds=round(time.perf_counter() - t1, 1))
         out.write_text(json.dumps(record))
@@ -88,13 +91,32 @@ def child(shape: str, preset_name: str, out: Path, threads: int | None) -> None:
     out.write_text(json.dumps(record))
 
 
-def _proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a live process (Linux /proc; 0 elsewhere)."""
+def _kill_workers(pid: int) -> None:
+    import psutil
+
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for p in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+
+
+def _tree(pid: int) -> tuple[int, float]:
+    """(RSS bytes, user + system CPU seconds) of a live process and all its descendants, summed: the roles
+    `movierec train` runs side by side live in worker processes of the trained one."""
+    import psutil
+
+    rss, cpu = 0, 0.0
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0, 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            rss += p.memory_info().rss
+            times = p.cpu_times()
+            cpu += times.user + times.system
+    return rss, cpu
 
 
 def run_one(shape: str, preset: str, out_dir: Path, max_minutes: float, threads: int | None,
@@ -116,9 +138,11 @@ def run_one(shape: str, preset: str, out_dir: Path, max_minutes: float, threads:
     load_before = os.getloadavg()
     while proc.poll() is None:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            peak = max(peak, proc_kib(proc.pid, "VmHWM") * 1024)
-        cpu = _proc_cpu(proc.pid)
+            peak = max(peak, proc_kib(proc.pid, "VmHWM") * 1024)  # the child's own peak (not sampled)
+        tree_rss, cpu = _tree(proc.pid)
+        peak = max(peak, tree_rss)  # with worker processes: their sum, sampled every 0.1 s
         if cpu > max_minutes * 60 or time.perf_counter() > wall_deadline:
+            _kill_workers(proc.pid)
             proc.kill()
             proc.wait()
             return {"shape": shape, "preset": preset, "users": SHAPES[shape][0], "movies": SHAPES[shape][1],

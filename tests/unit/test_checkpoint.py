@@ -159,18 +159,18 @@ def test_resume_refuses_another_run_and_starts_fresh_without_checkpoint(tiny_rat
 
 def test_run_training_resumes_a_killed_single_process_run(tiny_ratings, tmp_path: Path, monkeypatch) -> None:
     from movierec.core.artifact import load_artifact
-    from movierec.trainer import pipeline
+    from movierec.trainer import pipeline, role_jobs
     from movierec.trainer.config import get_preset
 
     train, test, catalog = tiny_ratings
     overrides = {"train": {"epochs": 6, "batch_size": 16, "lr": 0.01, "device": "cpu", "patience": 0}}
     out, ckpt = tmp_path / "art", tmp_path / "art.ckpt"
-    real_fit = pipeline.fit
+    real_fit = role_jobs.fit  # each role's fit (in this process: one role, jobs=1)
 
     def dying_fit(*args, **kwargs):  # type: ignore[no-untyped-def]
         return real_fit(*args, **kwargs, on_epoch=_kill_during(4))
 
-    monkeypatch.setattr(pipeline, "fit", dying_fit)
+    monkeypatch.setattr(role_jobs, "fit", dying_fit)
     with pytest.raises(Killed):
         pipeline.run_training(train, test, catalog, get_preset("classic"), out, overrides=overrides,
                               progress=False, checkpoint_dir=ckpt)

@@ -11,7 +11,7 @@ EVERY_FLAG = [
     "--train", "tr.data", "--test", "te.data", "--catalog", "movies.csv", "--users", "u.user", "--dataset", "ml-100k",
     "--split", "u2", "--data-dir", "somewhere", "--out", "art", "--preset", "dae", "--config", "c.json",
     "--epochs", "7", "--batch-size", "9", "--lr", "0.0003", "--seed", "4", "--device", "cpu",
-    "--checkpoint-dir", "ck", "--threads", "1", "--memory-limit", "16G", "--quiet", "--json", "--resume",
+    "--checkpoint-dir", "ck", "--threads", "1", "--memory-limit", "16G", "--jobs", "2", "--quiet", "--json", "--resume",
 ]
 NOT_FORWARDED = {"nproc", "handler", "command", "faithful", "extra"}  # --faithful is refused with --nproc; extra: not a flag
 

@@ -79,6 +79,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="run the classic notebook's one-user-at-a-time loop instead (reproduction/timing only)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: half the CPUs; ranks of --nproc: OMP_NUM_THREADS, 1)")
+    p.add_argument("--jobs", type=_jobs, default=None, metavar="N|auto",
+                   help="train up to N of the preset's models (rating, ranking, cold-start) at once, each in its own "
+                        "process (default auto: one per --threads CPUs on CPU, 1 on CUDA; a model starts only "
+                        "while the estimated memory of those running fits in half of what is available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print metrics as JSON")
     p.add_argument("--nproc", type=int, default=1,
@@ -128,6 +132,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(handler=_handler(cmd_recommend))
+
+
+def _jobs(text: str) -> int | None:
+    """--jobs: a count >= 1, or auto (None)."""
+    if text == "auto":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--jobs takes a number >= 1 or auto, got {text!r}")
+    return n
 
 
 def _training_files(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None, str]:
@@ -223,7 +240,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     outcome = run_training(train_df, test_df, catalog, preset, args.out, overrides=_overrides(args),
                            dataset=dataset, progress=not args.quiet,
                            checkpoint_dir=args.checkpoint_dir or default_checkpoint_dir(args.out), resume=args.resume,
-                           profiles=profiles)
+                           profiles=profiles, jobs=args.jobs)
     if distributed.rank() != 0:
         return 0
     _print_metrics(outcome.metrics, args.json, header=f"artifact {outcome.version} -> {outcome.path}")
@@ -260,7 +277,8 @@ def _forwarded_args(args: argparse.Namespace) -> list[str]:
                         ("--out", args.out), ("--preset", args.preset), ("--config", args.config),
                         ("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--lr", args.lr),
                         ("--seed", args.seed), ("--device", args.device), ("--checkpoint-dir", args.checkpoint_dir),
-                        ("--threads", args.threads), ("--memory-limit", args.memory_limit)):
+                        ("--threads", args.threads), ("--memory-limit", args.memory_limit),
+                        ("--jobs", args.jobs)):  # (a rank trains its roles one at a time whatever --jobs says)
         if value is not None:
             out += [flag, str(value)]
     out += [flag for flag, on in (("--quiet", args.quiet), ("--json", args.json), ("--resume", args.resume)) if on]

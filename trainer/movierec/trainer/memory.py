@@ -231,6 +231,7 @@ class Stage:
     name: str
     need: int
     option: str
+    role: str = ""
 
 
 def plan(roles: dict[str, tuple[ModelConfig, TrainConfig]], shape: Shape) -> list[Stage]:
@@ -241,10 +242,10 @@ def plan(roles: dict[str, tuple[ModelConfig, TrainConfig]], shape: Shape) -> lis
         if model.kind == "ensemble":
             for name, mcfg, mtrain in _members(model):
                 need, option = stage_bytes(mcfg, mtrain, shape)
-                stages.append(Stage(f"the {role} model's {name}", need, option))
+                stages.append(Stage(f"the {role} model's {name}", need, option, role))
         else:
             need, option = stage_bytes(model, train, shape)
-            stages.append(Stage(f"the {role} model ({model.kind})", need, option))
+            stages.append(Stage(f"the {role} model ({model.kind})", need, option, role))
     return stages
 
 

@@ -12,20 +12,30 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from movierec.core.artifact import Artifact, ModelEntry, RatingScale, data_fingerprint, save_artifact
+from movierec.core.artifact import Artifact, RatingScale, data_fingerprint, save_artifact
+from movierec.core.device import resolve_device
 from movierec.core.features import FeatureSchema, Profiles
 from movierec.core.models import member_needs_users, model_class, model_objective
 from movierec.core.scoring import Catalog, Scorer
 from movierec.core.sparse import Csr, IdMap
 from movierec.trainer import distributed, memory
-from movierec.trainer.checkpoint import CheckpointSpec, remove_checkpoints
+from movierec.trainer.checkpoint import remove_checkpoints
 from movierec.trainer.config import ModelConfig, Preset, TrainConfig, model_for_shape
 from movierec.trainer.data.splits import holdout_mask
 from movierec.trainer.evaluate import evaluate
 from movierec.trainer.fit.side import SideData
 from movierec.trainer.plots import learning_curve_png
-from movierec.trainer.train import FitResult, finalize, fit
+from movierec.trainer.role_jobs import (
+    RoleJob,
+    checkpoint_spec,
+    input_bytes,
+    plan_parallel,
+    role_need,
+    run_role_jobs,
+)
+from movierec.trainer.train import FitResult
 
 CATALOG_COLUMNS = ["item", "title", "year", "genres"]
 
@@ -148,6 +158,7 @@ def run_training(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     profiles: pd.DataFrame | None = None,
+    jobs: int | None = 1,
 ) -> TrainOutcome:
     """Fit every model of `preset` on `train_df`, select epochs and hyperparameters on a validation split of
     it, evaluate on `test_df` (reporting only), save one artifact holding all of them.
@@ -155,7 +166,8 @@ def run_training(
     `profiles`: user profiles (columns user, age, gender, occupation, zip; any but user may be missing or
     blank), stored in the artifact for the users of `train_df` and used by the cold-start models.
     `checkpoint_dir`: checkpoint every epoch there (`<role>.pt`), removed once the artifact is written;
-    `resume` continues from those checkpoints. Under torchrun (a process group is up) the models train
+    `resume` continues from those checkpoints. `jobs`: how many roles train at once, each in its own process
+    (None: one per `threads` CPUs on enough data, as memory allows; see `role_jobs`). Under torchrun (a process group is up) the models train
     data-parallel and only rank 0 evaluates and writes; the other ranks return an outcome with no version.
     """
     roles = resolve_roles(preset, overrides)
@@ -178,16 +190,15 @@ def run_training(
             print(f"{role} model: left out at {len(users):,} users x {len(items):,} movies (their training settings' "
                   f"size tier): {', '.join(skipped[role])}; the blend of the other members serves", file=sys.stderr)
     # memory up front: a stage that cannot fit is refused now, in one line, not after hours of other stages
-    memory.check_plan(memory.plan(roles, memory.Shape(len(users), len(items), full.nnz)))
+    stages = memory.plan(roles, memory.Shape(len(users), len(items), full.nnz))
+    memory.check_plan(stages)
     if any(model_class(m.kind).side_information for m, _ in roles.values()):
         schema, side, stored_profiles = side_data(users, items, catalog, profiles)
     else:  # no model reads side information: none recorded (the profiles are still kept)
         schema, side = FeatureSchema(), SideData(np.zeros((len(users), 0), np.float32), np.zeros((len(items), 0), np.float32))
         stored_profiles = side_data(users, items, None, profiles)[2]
-    entries: dict[str, ModelEntry] = {}
-    trainings: dict[str, dict[str, Any]] = {}
-    fits: dict[str, FitResult] = {}
     t_all = time.perf_counter()
+    work: list[RoleJob] = []
     for role, (model_cfg, train_cfg) in roles.items():
         extra = dict(model_cfg.extra)
         if member_needs_users(model_cfg):
@@ -203,45 +214,25 @@ def run_training(
         fit_train = ratings_matrix(train_df[~valid_mask], users, items)
         valid_users = train_cfg.for_shape(len(users), len(items)).settings.valid_users
         fit_valid = ratings_matrix(sample_users(train_df[valid_mask], valid_users, train_cfg.seed), users, items)
-        t0 = time.perf_counter()
-        cpu0 = time.process_time()
-        memory.reset_peak()  # the role's own peak RSS (recorded below)
-        ckpt = CheckpointSpec(Path(checkpoint_dir) / f"{role}.pt", resume) if checkpoint_dir is not None else None
         fit_side = None
         if uses_side:
             fit_side = dataclasses.replace(side, order=time_order(train_df[~valid_mask], users, items))
-        result = fit(fit_train, fit_valid, model_cfg, train_cfg, progress=progress, checkpoint=ckpt, side=fit_side)
-        t_final = time.perf_counter()
-        if rank == 0:  # only rank 0 writes the artifact
-            finalize(result.model, full, train_cfg)  # codes / closed-form weights from every training rating
-        t_final = time.perf_counter() - t_final
-        if result.chosen:
-            model_cfg = dataclasses.replace(model_cfg, extra={**model_cfg.extra, **result.chosen})
-        seconds = time.perf_counter() - t0
-        state = {k_: v.detach().cpu() for k_, v in result.model.state_dict().items()}
-        entries[role] = ModelEntry(model_cfg, state)
-        fits[role] = result
-        trainings[role] = {
-            "kind": model_cfg.kind,
-            "config": train_cfg.to_dict(),
-            "seconds": round(seconds, 3),
-            "cpu_seconds": round(time.process_time() - cpu0, 3),  # this process's user + system time
-            "best_epoch": result.best_epoch,
-            "epochs_run": len(result.history),
-            "best_valid_rmse": result.best_valid_rmse,
-            "best_valid_ndcg@10": result.best_valid_ndcg,
-            "chosen": result.chosen,
-            "device": result.device,
-            "train_ratings": int(fit_train.nnz),
-            "valid_ratings": int(fit_valid.nnz),
-            "resumed_from": result.resumed_from,
-            "world_size": result.world_size,
-            "peak_rss_bytes": memory.peak_rss(),
-            "stopped_by_time_budget": result.time_budget_hit,
-            "parts_seconds": {**result.parts, "finalize on all training ratings": round(t_final, 3)},
-        }
-        if skipped.get(role):
-            trainings[role]["members_left_out"] = skipped[role]
+        work.append(RoleJob(role, model_cfg, train_cfg, fit_train, fit_valid, full, fit_side, progress,
+                            checkpoint_spec(checkpoint_dir, role, resume), torch.get_num_threads(),
+                            write=rank == 0))  # fmt: skip
+    on_cuda = any(resolve_device(t.device).type == "cuda" for _, t in roles.values())
+    parallel = plan_parallel(jobs, len(work), torch.get_num_threads(), on_cuda, full.nnz)
+    if parallel > 1:  # only the first role shows its progress bars: several would overwrite each other
+        work = [work[0], *(dataclasses.replace(j, progress=False) for j in work[1:])]
+    needs = {j.role: role_need([s for s in stages if s.role == j.role], input_bytes(j)) for j in work}
+    done = run_role_jobs(work, parallel, needs, memory.available_bytes(),
+                         note=(lambda line: print(line, file=sys.stderr)) if progress else (lambda line: None))  # fmt: skip
+    entries = {role: r.entry for role, r in done.items()}
+    fits = {role: r.fit for role, r in done.items()}
+    trainings = {role: r.training for role, r in done.items()}
+    for role, left_out in skipped.items():
+        if left_out:
+            trainings[role]["members_left_out"] = left_out
     seconds_all = time.perf_counter() - t_all
     main_role = next(iter(roles))
     result = fits[main_role]
