@@ -189,3 +189,22 @@ def test_train_jobs_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps
         assert exc.value.code == 2
         assert f"--jobs takes a number >= 1 or auto, got '{bad}'" in capsys.readouterr().err
     assert not seen
+
+
+def test_python_dash_m_movierec_train_with_jobs(tiny_ratings, tmp_path: Path) -> None:
+    """The spawned workers re-import the parent's main module: `python -m movierec.cli train --jobs 2` (and so
+    the `movierec` script) must train, not start another CLI run in every worker."""
+    import subprocess
+    import sys
+
+    train = tiny_ratings[0]
+    data = tmp_path / "train.data"
+    train[["user", "item", "rating", "timestamp"]].astype({"rating": int}).to_csv(data, sep="\t", header=False,
+                                                                                 index=False)  # fmt: skip
+    out = tmp_path / "art"
+    res = subprocess.run([sys.executable, "-m", "movierec.cli", "train", "--train", str(data), "--preset", "best",
+                          "--jobs", "2", "--out", str(out)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    for role in ("rating", "ranking", "cold-rating", "cold-ranking"):
+        assert f"the {role} model is trained" in res.stderr
+    assert set(load_artifact(out).models) == {"rating", "ranking", "cold-rating", "cold-ranking"}
