@@ -220,6 +220,10 @@ def render(res: dict[str, Any]) -> str:
         out += ["", *_workers_section(res["workers"])]
     if "h2load" in res:
         out += ["", *_h2load_section(res["h2load"])]
+    if "coalesce" in res:
+        from bench.bench_coalesce import markdown as coalesce_markdown
+
+        out += ["", coalesce_markdown(res["coalesce"]).rstrip("\n")]
     out += ["", "Plot: `docs/performance.png` (from `bench/results/bench.png`); raw figures: `bench/results/bench.json`."]
     return "\n".join(out) + "\n"
 

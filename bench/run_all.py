@@ -15,7 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bench_bulk, bench_h2load, bench_online, bench_ray, bench_workers, performance_md
+from bench import (
+    bench_bulk,
+    bench_coalesce,
+    bench_h2load,
+    bench_online,
+    bench_ray,
+    bench_workers,
+    performance_md,
+)
 
 RESULTS = Path("bench/results")
 
@@ -109,6 +117,8 @@ def main() -> None:
         else:
             print("h2load not found (apt-get install nghttp2-client): the capacity runs with a C load generator "
                   "are skipped", flush=True)  # fmt: skip
+        # the async SDK coalescing concurrent single-user calls (AsyncClient(coalesce_ms=...)), off and on
+        res["coalesce"] = bench_coalesce.run(a.online_artifact, repeats, 2.0 if a.quick else 3.0)
     res["conditions"] = a.conditions
     res["machine"]["loadavg_end"] = list(os.getloadavg())
     res["seconds"] = time.perf_counter() - t0

@@ -178,3 +178,32 @@ def test_unavailable_server_raises_sdk_error() -> None:
         c.model_info()
     assert exc.value.code == grpc.StatusCode.UNAVAILABLE
     assert not isinstance(exc.value, grpc.RpcError)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Two Recommendations: same model, users, movies and (to float precision) scores."""
+    return a.model_version == b.model_version and len(a) == len(b) and all(
+        x.user_id == y.user_id and np.array_equal(x.movie_ids, y.movie_ids) and np.allclose(x.scores, y.scores, rtol=1e-6)
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_async_client_coalescing_answers_each_caller_as_alone(server: Any, scorer: Any) -> None:
+    """AsyncClient(coalesce_ms=...) against the real server: the same lists as one call per user, fewer RPCs,
+    and an unknown user's NOT_FOUND for that caller only."""
+    users = known_users(scorer, 12).tolist()
+
+    async def main() -> None:
+        async with AsyncClient(server.target, timeout=10) as plain, \
+                AsyncClient(server.target, timeout=10, coalesce_ms=5, coalesce_max_users=8) as co:  # fmt: skip
+            alone = await asyncio.gather(*(plain.recommend(u, k=4) for u in users))
+            together = await asyncio.gather(*(co.recommend(u, k=4) for u in users))
+            assert all(_same(a, b) for a, b in zip(together, alone, strict=True))
+            assert co._coalescer is not None and co._coalescer.rpcs == 2  # 12 users in groups of at most 8
+            out = await asyncio.gather(co.recommend(users[0], k=3), co.recommend(-5, k=3),
+                                       co.recommend(users[1], k=3), return_exceptions=True)  # fmt: skip
+            assert _same(out[0], await plain.recommend(users[0], k=3))
+            assert _same(out[2], await plain.recommend(users[1], k=3))
+            assert isinstance(out[1], MovieRecError) and out[1].code == grpc.StatusCode.NOT_FOUND
+
+    asyncio.run(main())

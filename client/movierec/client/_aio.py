@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from movierec.client import _bulk
 from movierec.client import _convert as c
+from movierec.client._coalesce import Coalescer
 from movierec.client._errors import translate_errors
 from movierec.client._options import (
     DEFAULT_TARGET,
@@ -57,8 +58,15 @@ class AsyncClient:
         client_cert: PemLike | None = None,
         client_key: PemLike | None = None,
         token: str | None = None,
+        coalesce_ms: float | None = None,
+        coalesce_max_users: int = 64,
     ) -> None:
-        """TLS and token options as Client."""
+        """TLS and token options as Client.
+
+        `coalesce_ms` (off by default): concurrent `recommend` calls made within this many milliseconds of each
+        other with the same k, exclude, include, titles and timeout go out as one `Recommend` RPC of up to
+        `coalesce_max_users` users; each caller still gets only its own lists (or its own error). For services
+        that call once per user of their own: the server's cost is per call far more than per user."""
         self.target = resolve_target(target)
         self.timeout = timeout
         self._channel = open_channel(
@@ -67,8 +75,16 @@ class AsyncClient:
         )  # fmt: skip
         self._stub = pb_grpc.RecommenderServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._coalescer = (
+            Coalescer(self._send_recommend, coalesce_ms / 1000.0, coalesce_max_users) if coalesce_ms is not None else None
+        )
+
+    async def _send_recommend(self, request: pb.RecommendRequest, timeout: float | None) -> pb.RecommendResponse:
+        return await self._stub.Recommend(request, timeout=timeout)
 
     async def close(self) -> None:
+        if self._coalescer is not None:
+            await self._coalescer.aclose()  # calls waiting for company go out before the channel closes
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncClient:
@@ -92,6 +108,8 @@ class AsyncClient:
     ) -> Recommendations:
         req = c.recommend_request(RecommendQuery(user_ids, k, exclude, include, titles))
         with translate_errors():
+            if self._coalescer is not None:
+                return c.recommendations(await self._coalescer.recommend(req, self._t(timeout)))
             return c.recommendations(await self._stub.Recommend(req, timeout=self._t(timeout)))
 
     async def recommend_for_ratings(

@@ -1,0 +1,173 @@
+"""The async SDK's call coalescing (`movierec.client._coalesce.Coalescer`) against a fake RPC: grouping by
+parameters, the split of the answer, the size cap, the deadline, errors per caller, cancellation.
+
+No test depends on the window's length: calls started by one `asyncio.gather` all join their group in one
+loop iteration, before the window's timer can fire in a later one."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from movierec.client._coalesce import Coalescer
+from movierec.v1 import recommender_service_pb2 as pb
+from movierec.v1 import types_pb2 as types
+
+UNKNOWN = 999
+
+
+def _error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+class FakeServer:
+    """Answers Recommend like the server: one list per user (movie ids derived from the user and k), NOT_FOUND
+    for an unknown user anywhere in the call, or `fail` for every call when set."""
+
+    def __init__(self, fail: grpc.StatusCode | None = None) -> None:
+        self.calls: list[tuple[list[int], float | None]] = []
+        self.fail = fail
+        self.release: asyncio.Event | None = None  # when set: calls wait for it
+
+    async def send(self, req: pb.RecommendRequest, timeout: float | None) -> pb.RecommendResponse:
+        self.calls.append((list(req.user_ids), timeout))
+        if self.release is not None:
+            await self.release.wait()
+        if self.fail is not None:
+            raise _error(self.fail, "server says no")
+        if UNKNOWN in req.user_ids:
+            raise _error(grpc.StatusCode.NOT_FOUND, f"user_ids: unknown user {UNKNOWN}")
+        lists = [types.RecommendationList(user_id=u, movie_ids=[u * 100 + i for i in range(req.k)],
+                                          scores=[1.0] * req.k) for u in req.user_ids]  # fmt: skip
+        return pb.RecommendResponse(model_version="v1", recommendations=lists)
+
+
+def _req(users: list[int], k: int = 3, exclude: tuple[int, ...] = ()) -> pb.RecommendRequest:
+    return pb.RecommendRequest(user_ids=users, k=k, exclude_movie_ids=list(exclude))
+
+
+def _users(resp: pb.RecommendResponse) -> list[int]:
+    return [r.user_id for r in resp.recommendations]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 120))
+
+
+def test_concurrent_calls_with_equal_parameters_go_out_as_one_rpc_and_each_gets_its_own_lists() -> None:
+    fake = FakeServer()
+
+    async def main() -> list[pb.RecommendResponse]:
+        co = Coalescer(fake.send, window_s=0.001, max_users=64)
+        return await asyncio.gather(co.recommend(_req([1]), 5.0), co.recommend(_req([2, 3]), 5.0),
+                                    co.recommend(_req([4]), 5.0))  # fmt: skip
+
+    out = run(main())
+    assert [_users(r) for r in out] == [[1], [2, 3], [4]]
+    assert [list(r.recommendations[0].movie_ids) for r in out] == [[100, 101, 102], [200, 201, 202], [400, 401, 402]]
+    assert all(r.model_version == "v1" for r in out)
+    assert [users for users, _ in fake.calls] == [[1, 2, 3, 4]]
+
+
+def test_different_parameters_are_different_rpcs() -> None:
+    fake = FakeServer()
+
+    async def main() -> list[pb.RecommendResponse]:
+        co = Coalescer(fake.send, window_s=0.001, max_users=64)
+        return await asyncio.gather(co.recommend(_req([1], k=3), 5.0), co.recommend(_req([2], k=4), 5.0),
+                                    co.recommend(_req([3], exclude=(7,)), 5.0), co.recommend(_req([4]), 9.0),
+                                    co.recommend(_req([5], k=3), 5.0))  # fmt: skip
+
+    out = run(main())
+    assert [len(r.recommendations[0].movie_ids) for r in out] == [3, 4, 3, 3, 3]
+    assert sorted(users for users, _ in fake.calls) == [[1, 5], [2], [3], [4]]
+
+
+def test_a_full_group_goes_at_once_and_a_large_call_alone() -> None:
+    fake = FakeServer()
+
+    async def main() -> None:
+        co = Coalescer(fake.send, window_s=3600.0, max_users=4)  # the window never ends within the test
+        out = await asyncio.gather(co.recommend(_req([1, 2]), None), co.recommend(_req([3, 4]), None))
+        assert [_users(r) for r in out] == [[1, 2], [3, 4]]
+        big = await co.recommend(_req([5, 6, 7, 8, 9]), None)
+        assert _users(big) == [5, 6, 7, 8, 9]
+        # three calls of 2 + 2 + 1 users: the third does not fit beside the first two and starts a new group,
+        # which close() sends without waiting for the window
+        task = asyncio.gather(co.recommend(_req([10, 11]), None), co.recommend(_req([12, 13]), None),
+                              co.recommend(_req([14]), None))  # fmt: skip
+        await asyncio.sleep(0)
+        await co.aclose()
+        assert [_users(r) for r in await task] == [[10, 11], [12, 13], [14]]
+
+    run(main())
+    assert [users for users, _ in fake.calls] == [[1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13], [14]]
+
+
+def test_the_rpc_deadline_is_the_first_callers() -> None:
+    fake = FakeServer()
+
+    async def main() -> None:
+        co = Coalescer(fake.send, window_s=0.001, max_users=64)
+        await asyncio.gather(co.recommend(_req([1]), 5.0), co.recommend(_req([2]), 5.0))
+
+    run(main())
+    ((_, timeout),) = fake.calls
+    assert timeout is not None and 0 < timeout <= 5.0  # counted from the first call, not from the send
+
+
+def test_a_refusal_caused_by_one_caller_is_answered_per_caller() -> None:
+    fake = FakeServer()
+
+    async def main() -> list[Any]:
+        co = Coalescer(fake.send, window_s=0.001, max_users=64)
+        return await asyncio.gather(co.recommend(_req([1]), None), co.recommend(_req([UNKNOWN]), None),
+                                    co.recommend(_req([3]), None), return_exceptions=True)  # fmt: skip
+
+    ok1, bad, ok3 = run(main())
+    assert _users(ok1) == [1] and _users(ok3) == [3]
+    assert isinstance(bad, grpc.aio.AioRpcError) and bad.code() == grpc.StatusCode.NOT_FOUND
+    assert str(UNKNOWN) in (bad.details() or "")
+    assert [users for users, _ in fake.calls] == [[1, UNKNOWN, 3], [1], [UNKNOWN], [3]]
+
+
+def test_any_other_failure_is_every_callers_error() -> None:
+    fake = FakeServer(fail=grpc.StatusCode.UNAVAILABLE)
+
+    async def main() -> list[Any]:
+        co = Coalescer(fake.send, window_s=0.001, max_users=64)
+        return await asyncio.gather(co.recommend(_req([1]), None), co.recommend(_req([2]), None),
+                                    return_exceptions=True)  # fmt: skip
+
+    out = run(main())
+    assert all(isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.UNAVAILABLE for e in out)
+    assert len(fake.calls) == 1  # not retried one by one: it was not about one caller's input
+
+
+def test_a_cancelled_caller_is_left_out_and_the_others_are_answered() -> None:
+    fake = FakeServer()
+
+    async def main() -> None:
+        fake.release = asyncio.Event()
+        co = Coalescer(fake.send, window_s=0.001, max_users=64)
+        first = asyncio.ensure_future(co.recommend(_req([1]), None))
+        second = asyncio.ensure_future(co.recommend(_req([2]), None))
+        while not fake.calls:  # the batched RPC is in flight (the window has ended)
+            await asyncio.sleep(0.001)
+        first.cancel()
+        fake.release.set()
+        assert _users(await second) == [2]
+        with pytest.raises(asyncio.CancelledError):
+            await first
+
+    run(main())
+    assert [users for users, _ in fake.calls] == [[1, 2]]
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="window >= 0 and max_users >= 1"):
+        Coalescer(FakeServer().send, window_s=0.001, max_users=0)
