@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from bench.bench_coalesce import markdown
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: `bench` is not installed
+
+from bench.bench_coalesce import markdown  # noqa: E402
 
 
 def _stat(median: float, lo: float, hi: float) -> dict[str, float]:
