@@ -19,8 +19,9 @@ def test_large_settings_switch_on_by_size_only() -> None:
     small = IAUTOREC.train.for_shape(943, 1_682)  # ml-100k: the paper's full-batch Rprop, unchanged
     assert small is IAUTOREC.train
     large = IAUTOREC.train.for_shape(6_040, 3_706)  # the ml-1m shape: mini-batches of movies with Adam
-    assert (large.optimizer, large.batch_size, large.lr, large.patience) == ("adam", 128, 1e-3, 4)
-    assert large.extra == {"l2": 3e-3, "max_seconds": 120.0} and large.epochs == IAUTOREC.train.epochs
+    assert (large.optimizer, large.batch_size, large.lr, large.patience) == ("adam", 128, 1e-3, 10)
+    # l2 (mean-loss units) 10x smaller for ~10x the ratings; a 60 s budget
+    assert large.extra == {"l2": 3e-4, "max_seconds": 60.0} and large.epochs == IAUTOREC.train.epochs
     assert TrainConfig().for_shape(10**6, 10**6) == TrainConfig()  # no large settings: itself
 
 
