@@ -11,7 +11,6 @@ call (from the coalescer's count).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import statistics
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from bench.bench_online import default_artifact, summary
-from bench.common import movierec_serve, start_server, stop
+from bench.common import capacity_args, movierec_serve, start_server, stop, write_json
 from movierec.client import AsyncClient, Client
 
 CALLERS = 64
@@ -106,17 +105,10 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--artifact", type=Path)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--json", type=Path, default=Path("bench/results/coalesce.json"))
-    a = p.parse_args()
+    a = capacity_args(__doc__, 3.0, "bench/results/coalesce.json").parse_args()
     res = run(a.artifact, a.repeats, a.seconds)
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(res, indent=2))
     print(markdown(res))
-    print(f"wrote {a.json}")
+    write_json(a.json, res)
 
 
 if __name__ == "__main__":

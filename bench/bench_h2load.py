@@ -19,7 +19,6 @@ interleaved, `--repeats` times; medians with [min..max].
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -34,7 +33,7 @@ import numpy as np
 
 from bench.bench_online import default_artifact
 from bench.bench_workers import configs
-from bench.common import start_server, stop
+from bench.common import capacity_args, start_server, stop, write_json
 from movierec.client import Client
 from movierec.v1 import recommender_service_pb2 as pb
 
@@ -153,18 +152,10 @@ def run(artifact: Path | None, repeats: int, seconds: float) -> dict[str, Any]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--artifact", type=Path)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--json", type=Path, default=Path("bench/results/h2load.json"))
-    a = p.parse_args()
+    a = capacity_args(__doc__, 5.0, "bench/results/h2load.json").parse_args()
     if not available():
         raise SystemExit("h2load not found: apt-get install nghttp2-client (Debian), or brew install nghttp2")
-    res = run(a.artifact, a.repeats, a.seconds)
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(res, indent=2))
-    print(f"wrote {a.json}")
+    write_json(a.json, run(a.artifact, a.repeats, a.seconds))
 
 
 if __name__ == "__main__":

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import re
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
 def proc_kib(pid: int, field: str) -> int:
@@ -66,3 +69,19 @@ def wait_peak_kib(
             peak = max(peak, proc_kib(proc.pid, "VmHWM"))
         time.sleep(every_s)
     return int(proc.returncode), peak
+
+
+def capacity_args(doc: str | None, seconds: float, json_path: str) -> argparse.ArgumentParser:
+    """The options the server-capacity benchmarks share: --artifact, --repeats, --seconds, --json."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--artifact", type=Path)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=seconds)
+    p.add_argument("--json", type=Path, default=Path(json_path))
+    return p
+
+
+def write_json(path: Path, res: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=2))
+    print(f"wrote {path}")
