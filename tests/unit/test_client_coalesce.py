@@ -32,9 +32,12 @@ class FakeServer:
         self.calls: list[tuple[list[int], float | None]] = []
         self.fail = fail
         self.release: asyncio.Event | None = None  # when set: calls wait for it
+        self.arrived: asyncio.Event | None = None  # when set: set as a call arrives
 
     async def send(self, req: pb.RecommendRequest, timeout: float | None) -> pb.RecommendResponse:
         self.calls.append((list(req.user_ids), timeout))
+        if self.arrived is not None:
+            self.arrived.set()
         if self.release is not None:
             await self.release.wait()
         if self.fail is not None:
@@ -100,9 +103,9 @@ def test_a_full_group_goes_at_once_and_a_large_call_alone() -> None:
         # which close() sends without waiting for the window
         task = asyncio.gather(co.recommend(_req([10, 11]), None), co.recommend(_req([12, 13]), None),
                               co.recommend(_req([14]), None))  # fmt: skip
-        await asyncio.sleep(0)
-        await co.aclose()
+        closing = asyncio.ensure_future(co.aclose())  # scheduled after the three calls' first steps (FIFO)
         assert [_users(r) for r in await task] == [[10, 11], [12, 13], [14]]
+        await closing
 
     run(main())
     assert [users for users, _ in fake.calls] == [[1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13], [14]]
@@ -152,12 +155,11 @@ def test_a_cancelled_caller_is_left_out_and_the_others_are_answered() -> None:
     fake = FakeServer()
 
     async def main() -> None:
-        fake.release = asyncio.Event()
+        fake.release, fake.arrived = asyncio.Event(), asyncio.Event()
         co = Coalescer(fake.send, window_s=0.001, max_users=64)
         first = asyncio.ensure_future(co.recommend(_req([1]), None))
         second = asyncio.ensure_future(co.recommend(_req([2]), None))
-        while not fake.calls:  # the batched RPC is in flight (the window has ended)
-            await asyncio.sleep(0.001)
+        await fake.arrived.wait()  # the batched RPC is in flight (the window has ended)
         first.cancel()
         fake.release.set()
         assert _users(await second) == [2]
