@@ -138,15 +138,22 @@ def test_auto_jobs_one_per_threads_cpus_and_one_where_side_by_side_does_not_pay(
     assert auto_jobs(4, threads=1, cpus=2, on_cuda=False, world_size=1, n_ratings=big - 1) == 1
 
 
-def test_input_bytes_counts_the_matrices_and_side_data_a_worker_receives(tiny_ratings) -> None:
+def test_input_bytes_bounds_what_a_worker_receives(tiny_ratings) -> None:
+    from movierec.trainer.data import holdout_mask
     from movierec.trainer.fit.side import SideData
 
-    job = _job(tiny_ratings, "rating", 1)
-    csr = job.train.indptr.nbytes + job.train.indices.nbytes + job.train.values.nbytes
-    valid = job.valid.indptr.nbytes + job.valid.indices.nbytes + job.valid.values.nbytes
-    assert role_jobs.input_bytes(job) == 2 * csr + valid  # train and full are the same matrix here
-    side = SideData(np.zeros((5, 3), np.float32), np.zeros((7, 2), np.float32), order=job.train)
-    assert role_jobs.input_bytes(dataclasses.replace(job, side=side)) == 3 * csr + valid + 4 * (15 + 14)
+    df = tiny_ratings[0]
+    users, items = IdMap.from_ids(df["user"]), IdMap.from_ids(df["item"])
+    mask = holdout_mask(df["user"].to_numpy(), 0.1, 0)
+    full, train, valid = (ratings_matrix(d, users, items) for d in (df, df[~mask], df[mask]))
+
+    def size(m: Any) -> int:
+        return m.indptr.nbytes + m.indices.nbytes + m.values.nbytes
+
+    assert role_jobs.input_bytes(full, None) == 2 * size(full) + full.indptr.nbytes
+    assert size(train) + size(valid) + size(full) <= role_jobs.input_bytes(full, None)  # what a worker gets
+    side = SideData(np.zeros((5, 3), np.float32), np.zeros((7, 2), np.float32))
+    assert role_jobs.input_bytes(full, side) == 3 * size(full) + full.indptr.nbytes + 4 * (15 + 14)
 
 
 def test_the_memory_gate() -> None:

@@ -29,7 +29,9 @@ from movierec.trainer.fit.side import SideData
 from movierec.trainer.plots import learning_curve_png
 from movierec.trainer.role_jobs import (
     RoleJob,
+    any_pair_fits,
     checkpoint_spec,
+    fit_role,
     input_bytes,
     plan_parallel,
     role_need,
@@ -198,8 +200,10 @@ def run_training(
         schema, side = FeatureSchema(), SideData(np.zeros((len(users), 0), np.float32), np.zeros((len(items), 0), np.float32))
         stored_profiles = side_data(users, items, None, profiles)[2]
     t_all = time.perf_counter()
-    work: list[RoleJob] = []
-    for role, (model_cfg, train_cfg) in roles.items():
+
+    def role_job(role: str, progress: bool) -> RoleJob:
+        """The role's fit with its own training / validation split (built when it is about to train)."""
+        model_cfg, train_cfg = roles[role]
         extra = dict(model_cfg.extra)
         if member_needs_users(model_cfg):
             extra["n_users"] = len(users)
@@ -217,16 +221,22 @@ def run_training(
         fit_side = None
         if uses_side:
             fit_side = dataclasses.replace(side, order=time_order(train_df[~valid_mask], users, items))
-        work.append(RoleJob(role, model_cfg, train_cfg, fit_train, fit_valid, full, fit_side, progress,
-                            checkpoint_spec(checkpoint_dir, role, resume), torch.get_num_threads(),
-                            write=rank == 0))  # fmt: skip
+        return RoleJob(role, model_cfg, train_cfg, fit_train, fit_valid, full, fit_side, progress,
+                       checkpoint_spec(checkpoint_dir, role, resume), torch.get_num_threads(), write=rank == 0)
+
     on_cuda = any(resolve_device(t.device).type == "cuda" for _, t in roles.values())
-    parallel = plan_parallel(jobs, len(work), torch.get_num_threads(), on_cuda, full.nnz)
-    if parallel > 1:  # only the first role shows its progress bars: several would overwrite each other
-        work = [work[0], *(dataclasses.replace(j, progress=False) for j in work[1:])]
-    needs = {j.role: role_need([s for s in stages if s.role == j.role], input_bytes(j)) for j in work}
-    done = run_role_jobs(work, parallel, needs, memory.available_bytes(),
-                         note=(lambda line: print(line, file=sys.stderr)) if progress else (lambda line: None))  # fmt: skip
+    parallel = plan_parallel(jobs, len(roles), torch.get_num_threads(), on_cuda, full.nnz)
+    needs = {role: role_need([s for s in stages if s.role == role],
+                             input_bytes(full, side if model_class(m.kind).side_information else None))
+             for role, (m, _) in roles.items()}  # fmt: skip
+    available = memory.available_bytes()
+    if parallel > 1 and any_pair_fits(list(needs.values()), available):
+        # only the first role shows its progress bars: several would overwrite each other
+        work = [role_job(role, progress and i == 0) for i, role in enumerate(roles)]
+        done = run_role_jobs(work, parallel, needs, available,
+                             note=(lambda line: print(line, file=sys.stderr)) if progress else (lambda line: None))  # fmt: skip
+    else:  # one at a time in this process: each role's matrices exist only while it trains
+        done = {role: fit_role(role_job(role, progress)) for role in roles}
     entries = {role: r.entry for role, r in done.items()}
     fits = {role: r.fit for role, r in done.items()}
     trainings = {role: r.training for role, r in done.items()}

@@ -160,17 +160,16 @@ def role_need(stages: list[memory.Stage], inputs: int = 0) -> int:
     return 2 * max((s.need for s in stages), default=0) + PROCESS_BYTES + inputs
 
 
-def _csr_bytes(m: Csr | None) -> int:
-    return 0 if m is None else m.indptr.nbytes + m.indices.nbytes + m.values.nbytes
+def _csr_bytes(m: Csr) -> int:
+    return m.indptr.nbytes + m.indices.nbytes + m.values.nbytes
 
 
-def input_bytes(job: RoleJob) -> int:
-    """The size of what a worker receives for `job` (and holds while it trains): its rating matrices and side
-    data."""
-    side = 0
-    if job.side is not None:
-        side = job.side.user_features.nbytes + job.side.item_features.nbytes + _csr_bytes(job.side.order)
-    return _csr_bytes(job.train) + _csr_bytes(job.valid) + _csr_bytes(job.full) + side
+def input_bytes(full: Csr, side: SideData | None) -> int:
+    """What a worker receives for a role, bounded from above: its fitting and validation parts of the ratings
+    (their ratings are `full`'s, split, each with its own row pointers), `full` itself (finalize refits on it),
+    and with side data the feature rows and the time order of the fitting part (at most `full`'s size)."""
+    extra = 0 if side is None else side.user_features.nbytes + side.item_features.nbytes + _csr_bytes(full)
+    return 2 * _csr_bytes(full) + full.indptr.nbytes + extra
 
 
 def fits_beside(running: list[int], need: int, available: int) -> bool:
@@ -178,7 +177,7 @@ def fits_beside(running: list[int], need: int, available: int) -> bool:
     return not running or sum(running) + need <= MEMORY_SHARE * available
 
 
-def _any_pair_fits(needs: list[int], available: int) -> bool:
+def any_pair_fits(needs: list[int], available: int) -> bool:
     return any(fits_beside([a], b, available) for i, a in enumerate(needs) for b in needs[i + 1 :])
 
 
@@ -231,7 +230,7 @@ def run_role_jobs(
     memory), else in up to `parallel` worker processes at once: whenever a slot is free, the first job in order
     that `fits_beside` the running ones starts. A failure in one role stops the others (their processes are
     terminated) and is raised here; a worker that dies is named."""
-    if parallel <= 1 or not _any_pair_fits([needs[j.role] for j in jobs], available):
+    if parallel <= 1 or not any_pair_fits([needs[j.role] for j in jobs], available):
         return {job.role: fit_role(job) for job in jobs}  # no worker processes, no copies of the data
     note = note or (lambda line: print(line, file=sys.stderr))
     ctx = multiprocessing.get_context("spawn")
