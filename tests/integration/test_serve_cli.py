@@ -10,12 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from movierec.client import Client
 
 
 def start_server(
     artifact: Path, *args: str, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[str], int]:
+) -> tuple[subprocess.Popen[str], int, str]:
+    """The server process, its port and its "serving on" log line."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -41,15 +44,17 @@ def start_server(
             raise AssertionError(f"server exited with {proc.returncode}")
         m = re.search(r"serving on \S+:(\d+)", line)
         if m:
-            return proc, int(m.group(1))
+            return proc, int(m.group(1)), line
     proc.kill()
     raise AssertionError("server did not come up")
 
 
-def test_serve_sigterm_exits_zero(tiny_artifact: Path) -> None:
-    proc, port = start_server(
-        tiny_artifact, "--port", "0", env={"MOVIEREC_DEVICE": "cpu", "MOVIEREC_MAX_BATCH_SIZE": "17"}
-    )
+@pytest.mark.parametrize("loop", ["auto", "asyncio"])
+def test_serve_sigterm_exits_zero(tiny_artifact: Path, loop: str) -> None:
+    env = {"MOVIEREC_DEVICE": "cpu", "MOVIEREC_MAX_BATCH_SIZE": "17", "MOVIEREC_EVENT_LOOP": loop}
+    proc, port, serving = start_server(tiny_artifact, "--port", "0", env=env)
+    # auto runs on uvloop, which the server extra installs (not on Windows)
+    assert f"; {'uvloop' if loop == 'auto' else 'asyncio'} loop)" in serving, serving
     try:
         with Client(f"127.0.0.1:{port}", timeout=10) as c:
             c.wait_until_serving(30)
@@ -78,3 +83,14 @@ def test_serve_bad_artifact_is_one_line_error(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "artifact not found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_serve_refuses_an_unknown_event_loop(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "movierec.cli", "serve", "--artifact", str(tmp_path), "--event-loop", "trio"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "event_loop='trio'" in out.stderr and "Traceback" not in out.stderr

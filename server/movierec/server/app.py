@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from movierec.server.auth import GuardInterceptor, read_tokens
 from movierec.server.config import ServerSettings
 from movierec.server.engine import Engine, LoadedModel, ScorerLike
+from movierec.server.event_loop import running_loop_name
 from movierec.server.metrics import BatcherMetrics, MetricsInterceptor, ServerMetrics, serve_http
 from movierec.server.model_manager import ModelManager, describe_source
 from movierec.server.servicer import SERVICE_NAME, RecommenderServicer
@@ -231,13 +232,14 @@ async def serve(
         log.warning("movierec catalog overlay %s: not writable; UpsertMovies will fail", settings.catalog_overlay)
     info = engine.model.scorer.info
     log.info(
-        "movierec server serving on %s:%d (%s; auth %s; tracing %s): model %s (%s, %d users, %d movies, %d of "
-        "them added while serving, kept in %s) from %s on %s, ready in %.1fs",
+        "movierec server serving on %s:%d (%s; auth %s; tracing %s; %s loop): model %s (%s, %d users, %d movies, "
+        "%d of them added while serving, kept in %s) from %s on %s, ready in %.1fs",
         settings.host,
         port,
         settings.transport(),
         f"bearer tokens ({server.guard.token_count})" if server.guard.token_count else "off",
         "on" if tracer_provider is not None else "off",
+        running_loop_name(),
         engine.model.version,
         info.dataset,
         info.n_users,

@@ -50,6 +50,7 @@ class ServerSettings:
     # artifact (`overlay_path`); an Engine built directly with "" (tests, embedding) keeps them in memory only.
     catalog_overlay: str = ""
     # -- capacity and observability -------------------------------------------------------------------------
+    event_loop: str = "auto"  # auto (uvloop when installed) | uvloop | asyncio: movierec.server.event_loop
     workers: str = "1"  # server processes sharing the port (SO_REUSEPORT); "auto" = one per core
     metrics_port: int = -1  # Prometheus /metrics over HTTP; -1 = off, 0 = any free port (logged)
     metrics_host: str = ""  # "" = the gRPC --host
@@ -74,6 +75,7 @@ class ServerSettings:
             "max_movies_per_upsert": self.max_movies_per_upsert >= 1,
             "metrics_port": -1 <= self.metrics_port <= 65535,
             "http_port": -1 <= self.http_port <= 65535,
+            "event_loop": self.event_loop in ("auto", "uvloop", "asyncio"),
             "workers": self.workers == "auto" or (self.workers.isdigit() and 1 <= int(self.workers) <= 256),
         }
         bad = [name for name, ok in checks.items() if not ok]

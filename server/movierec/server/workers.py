@@ -304,7 +304,6 @@ def _read_line(fd: int, timeout: float) -> str:
 
 def _worker_main(index: int, settings: ServerSettings, preloaded: Any, ready_fd: int) -> int:
     """In a forked worker: serve until SIGTERM/SIGINT; 0 on a clean stop."""
-    import asyncio
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
@@ -316,9 +315,10 @@ def _worker_main(index: int, settings: ServerSettings, preloaded: Any, ready_fd:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
 
+    from movierec.server import event_loop
     from movierec.server.app import serve
 
-    asyncio.run(serve(settings, preloaded=preloaded, on_ready=ready))
+    event_loop.run(serve(settings, preloaded=preloaded, on_ready=ready), settings.event_loop)
     return 0
 
 
