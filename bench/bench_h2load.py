@@ -127,8 +127,9 @@ def run(artifact: Path | None, repeats: int, seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         body = Path(tmp) / "recommend.grpc"
         body.write_bytes(grpc_body(user))
+        servers = {**configs(artifact), "echo-1w-uvloop": [*configs(artifact)["echo-1w"], "--event-loop", "uvloop"]}
         for r in range(repeats):
-            for name, cmd in configs(artifact).items():
+            for name, cmd in servers.items():
                 res = one_run(cmd, body, seconds)
                 raw.setdefault(name, []).append(res)
                 print(f"h2load run {r + 1}/{repeats} {name:20s} " + "  ".join(
@@ -141,6 +142,7 @@ def run(artifact: Path | None, repeats: int, seconds: float) -> dict[str, Any]:
     ratios = {
         "2w_over_1w_c64": c64["movierec-2w"] / c64["movierec-1w"],
         "1w_over_echo1w_c64": c64["movierec-1w"] / c64["echo-1w"],
+        "1w_over_echo1w_uvloop_c64": c64["movierec-1w"] / c64["echo-1w-uvloop"],
         "2w_over_echo2w_c64": c64["movierec-2w"] / c64["echo-2w"],
         "echo2w_over_echo1w_c64": c64["echo-2w"] / c64["echo-1w"],
         "metrics_cost_1w_c64": 1 - c64["movierec-1w-metrics"] / c64["movierec-1w"],

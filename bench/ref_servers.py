@@ -118,11 +118,17 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--torch-threads", type=int, default=1, help="as `movierec serve --torch-threads` (default 1)")
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
+    p.add_argument("--event-loop", default="asyncio", choices=("asyncio", "uvloop"),
+                   help="the event loop (default asyncio: bare grpc.aio; `movierec serve` runs uvloop when installed)")
     a = p.parse_args()
     if a.workers > 1:
+        if a.event_loop != "asyncio":
+            p.error("--event-loop uvloop is for one process")
         serve_workers(a.kind, a.artifact, a.device, a.torch_threads, a.workers)
     else:
-        asyncio.run(serve(a.kind, a.artifact, a.device, a.torch_threads))
+        from movierec.server import event_loop
+
+        event_loop.run(serve(a.kind, a.artifact, a.device, a.torch_threads), a.event_loop)
 
 
 if __name__ == "__main__":

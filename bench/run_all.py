@@ -24,6 +24,7 @@ from bench import (
     bench_workers,
     performance_md,
 )
+from movierec.server import event_loop
 
 RESULTS = Path("bench/results")
 
@@ -42,6 +43,7 @@ def machine(device: str) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "device": device,
+        "event_loop": event_loop.resolve("auto"),  # what `movierec serve` runs on by default here
     }
     if device.startswith("cuda"):
         import torch

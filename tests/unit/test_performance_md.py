@@ -103,7 +103,16 @@ def test_render_adds_the_h2load_table_and_its_floors() -> None:
     assert "**The same servers under h2load**" in md and "user 215" in md and "c=64: 64 connection(s) x 1 stream(s)" in md
     assert "| movierec, 2 workers | 3,000 [2,700..3,300] | 500 [400..600] |" in md
     assert "2 workers = **3.00x** 1 worker (floor 1.4x: met; the echo server's own 2 / 1 processes: 1.20x)" in md
-    assert "**0.20x** the one-process echo (floor 0.8x: **not met**)" in md
+    assert "**0.20x** the one-process echo (floor 0.8x: **not met**);" in md  # no uvloop echo in this run
+
+    # a run with the echo server on uvloop too: its row and its ratio
+    res["h2load"]["summary"]["echo-1w-uvloop"] = summary["echo-2w"]
+    res["h2load"]["ratios"]["1w_over_echo1w_uvloop_c64"] = 0.15
+    res["machine"]["event_loop"] = "uvloop"
+    md = render(res)
+    assert "| grpc.aio echo, 1 process, uvloop | 6,000 [5,400..6,600] | 500 [400..600] |" in md
+    assert "(floor 0.8x: **not met**) and 0.15x the same echo on uvloop" in md
+    assert "`movierec serve` on its default event loop, uvloop;" in md
 
 
 def test_splice_replaces_only_the_marked_part() -> None:
