@@ -207,3 +207,25 @@ def test_async_client_coalescing_answers_each_caller_as_alone(server: Any, score
             assert isinstance(out[1], MovieRecError) and out[1].code == grpc.StatusCode.NOT_FOUND
 
     asyncio.run(main())
+
+
+def test_async_client_coalescing_learns_a_smaller_users_per_call_limit(make_server: Any, scorer: Any) -> None:
+    """A server taking 3 users per call refuses the SDK's first group of 8 once; the SDK asks the limit, sends
+    that group again in parts of at most 3, and forms groups of at most 3 from then on."""
+    srv = make_server(max_users_per_call=3)
+    users = known_users(scorer, 8).tolist()
+
+    async def main() -> None:
+        async with AsyncClient(srv.target, timeout=10) as plain, \
+                AsyncClient(srv.target, timeout=10, coalesce_ms=5, coalesce_max_users=8) as co:  # fmt: skip
+            alone = await asyncio.gather(*(plain.recommend(u, k=4) for u in users))
+            first = await asyncio.gather(*(co.recommend(u, k=4) for u in users))
+            assert all(_same(a, b) for a, b in zip(first, alone, strict=True))
+            assert co._coalescer is not None
+            assert co._coalescer.server_max_users == 3 and co._coalescer.max_users == 3
+            assert co._coalescer.rpcs == 4  # the refused group of 8, then 3 + 3 + 2
+            again = await asyncio.gather(*(co.recommend(u, k=4) for u in users))
+            assert all(_same(a, b) for a, b in zip(again, alone, strict=True))
+            assert co._coalescer.rpcs == 7  # groups of 3 + 3 + 2 at once, nothing refused
+
+    asyncio.run(main())

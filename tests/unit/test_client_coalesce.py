@@ -28,8 +28,10 @@ class FakeServer:
     """Answers Recommend like the server: one list per user (movie ids derived from the user and k), NOT_FOUND
     for an unknown user anywhere in the call, or `fail` for every call when set."""
 
-    def __init__(self, fail: grpc.StatusCode | None = None) -> None:
+    def __init__(self, fail: grpc.StatusCode | None = None, max_users: int = 1000) -> None:
         self.calls: list[tuple[list[int], float | None]] = []
+        self.max_users = max_users  # as --max-users-per-call: a larger call is INVALID_ARGUMENT
+        self.limit_asked = 0
         self.fail = fail
         self.release: asyncio.Event | None = None  # when set: calls wait for it
         self.arrived: asyncio.Event | None = None  # when set: set as a call arrives
@@ -42,11 +44,20 @@ class FakeServer:
             await self.release.wait()
         if self.fail is not None:
             raise _error(self.fail, "server says no")
+        if len(req.user_ids) > self.max_users:
+            raise _error(grpc.StatusCode.INVALID_ARGUMENT, f"user_ids: {len(req.user_ids)} users; at most {self.max_users}")
+        if any(u < 0 for u in req.user_ids):
+            raise _error(grpc.StatusCode.INVALID_ARGUMENT, "user_ids: ids are positive")
         if UNKNOWN in req.user_ids:
             raise _error(grpc.StatusCode.NOT_FOUND, f"user_ids: unknown user {UNKNOWN}")
         lists = [types.RecommendationList(user_id=u, movie_ids=[u * 100 + i for i in range(req.k)],
                                           scores=[1.0] * req.k) for u in req.user_ids]  # fmt: skip
         return pb.RecommendResponse(model_version="v1", recommendations=lists)
+
+
+    async def limit(self) -> int:  # GetModelInfo's limits.max_users_per_call
+        self.limit_asked += 1
+        return self.max_users
 
 
 def _req(users: list[int], k: int = 3, exclude: tuple[int, ...] = ()) -> pb.RecommendRequest:
@@ -173,3 +184,54 @@ def test_a_cancelled_caller_is_left_out_and_the_others_are_answered() -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="window >= 0 and max_users >= 1"):
         Coalescer(FakeServer().send, window_s=0.001, max_users=0)
+
+
+def test_a_server_taking_fewer_users_per_call_is_asked_once_and_respected() -> None:
+    fake = FakeServer(max_users=4)
+
+    async def main() -> tuple[list[pb.RecommendResponse], list[pb.RecommendResponse], Coalescer]:
+        co = Coalescer(fake.send, window_s=0.001, max_users=64, server_limit=fake.limit)
+        first = await asyncio.gather(*(co.recommend(_req([u]), 5.0) for u in range(1, 11)))
+        second = await asyncio.gather(*(co.recommend(_req([u]), 5.0) for u in range(11, 21)))
+        return first, second, co
+
+    first, second, co = run(main())
+    assert [_users(r) for r in first] == [[u] for u in range(1, 11)]
+    assert [_users(r) for r in second] == [[u] for u in range(11, 21)]
+    assert fake.limit_asked == 1 and co.server_max_users == 4 and co.max_users == 4
+    # the first group of 10 was refused, then went again in parts within the limit; the next groups fit at once
+    assert [users for users, _ in fake.calls] == [
+        list(range(1, 11)), [1, 2, 3, 4], [5, 6, 7, 8], [9, 10],
+        [11, 12, 13, 14], [15, 16, 17, 18], [19, 20],
+    ]  # fmt: skip
+
+
+def test_a_refusal_within_the_servers_limit_is_still_answered_per_caller() -> None:
+    fake = FakeServer(max_users=100)
+
+    async def main() -> list[Any]:
+        co = Coalescer(fake.send, window_s=0.001, max_users=64, server_limit=fake.limit)
+        return await asyncio.gather(*(co.recommend(_req([u]), 5.0) for u in (1, UNKNOWN, 3)), return_exceptions=True)
+
+    out = run(main())
+    assert _users(out[0]) == [1] and _users(out[2]) == [3]
+    assert isinstance(out[1], grpc.aio.AioRpcError) and out[1].code() == grpc.StatusCode.NOT_FOUND
+    assert fake.limit_asked == 0  # NOT_FOUND is not about the size: nothing asked
+
+
+def test_an_invalid_argument_under_the_limit_asks_once_then_retries_per_caller() -> None:
+    fake = FakeServer(max_users=100)
+
+    async def main() -> tuple[list[Any], list[Any], Coalescer]:
+        co = Coalescer(fake.send, window_s=0.001, max_users=64, server_limit=fake.limit)
+        first = await asyncio.gather(*(co.recommend(_req([u]), 5.0) for u in (1, -5, 3)), return_exceptions=True)
+        second = await asyncio.gather(*(co.recommend(_req([u]), 5.0) for u in (4, -6)), return_exceptions=True)
+        return first, second, co
+
+    first, second, co = run(main())
+    assert _users(first[0]) == [1] and _users(first[2]) == [3] and _users(second[0]) == [4]
+    for bad in (first[1], second[1]):
+        assert isinstance(bad, grpc.aio.AioRpcError) and bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert fake.limit_asked == 1  # asked at the first refusal only
+    assert co.max_users == 64  # the server takes 100: nothing lowered
+    assert [users for users, _ in fake.calls] == [[1, -5, 3], [1], [-5], [3], [4, -6], [4], [-6]]

@@ -65,8 +65,9 @@ class AsyncClient:
 
         `coalesce_ms` (off by default): concurrent `recommend` calls made within this many milliseconds of each
         other with the same k, exclude, include, titles and timeout go out as one `Recommend` RPC of up to
-        `coalesce_max_users` users; each caller still gets only its own lists (or its own error). For services
-        that call once per user of their own: the server's cost is per call far more than per user."""
+        `coalesce_max_users` users (lowered to the server's `--max-users-per-call` if that turns out smaller);
+        each caller still gets only its own lists (or its own error). For services that call once per user of
+        their own: the server's cost is per call far more than per user."""
         self.target = resolve_target(target)
         self.timeout = timeout
         self._channel = open_channel(
@@ -76,11 +77,17 @@ class AsyncClient:
         self._stub = pb_grpc.RecommenderServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._coalescer = (
-            Coalescer(self._send_recommend, coalesce_ms / 1000.0, coalesce_max_users) if coalesce_ms is not None else None
+            Coalescer(self._send_recommend, coalesce_ms / 1000.0, coalesce_max_users, self._max_users_per_call)
+            if coalesce_ms is not None
+            else None
         )
 
     async def _send_recommend(self, request: pb.RecommendRequest, timeout: float | None) -> pb.RecommendResponse:
         return await self._stub.Recommend(request, timeout=timeout)
+
+    async def _max_users_per_call(self) -> int:
+        info = await self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self._t(None))
+        return int(info.limits.max_users_per_call)
 
     async def close(self) -> None:
         if self._coalescer is not None:

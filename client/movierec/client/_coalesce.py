@@ -14,6 +14,10 @@ own lists back, as if it had called alone:
   an unknown user), every caller's own request is sent again on its own, so each gets its own answer or error.
   Any other failure (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ...) is every caller's error.
 - A caller that is cancelled while it waits is left out of the answer; the others are not affected.
+- A server that takes fewer users per call (`--max-users-per-call`) than `max_users` refuses a full group with
+  INVALID_ARGUMENT. The first such refusal asks the server's limit once (`server_limit`, GetModelInfo's
+  `limits.max_users_per_call` in the SDK); when the group was over it, the group goes again in parts within
+  it and later groups are capped at it.
 
 Off by default: a lone caller waits up to the window for company that may not come.
 """
@@ -30,6 +34,7 @@ import grpc.aio
 from movierec.v1 import recommender_service_pb2 as pb
 
 Send = Callable[[pb.RecommendRequest, "float | None"], Awaitable[pb.RecommendResponse]]
+_Caller = tuple[pb.RecommendRequest, "asyncio.Future[pb.RecommendResponse]"]
 # a batched call refused for one caller's input: each caller's request is retried alone
 PER_CALLER_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND})
 
@@ -51,10 +56,14 @@ class Coalescer:
     `send(request, timeout)` makes the RPC; each `recommend` returns the caller's own response: its lists,
     in its order, and the model version."""
 
-    def __init__(self, send: Send, window_s: float, max_users: int) -> None:
+    def __init__(
+        self, send: Send, window_s: float, max_users: int, server_limit: Callable[[], Awaitable[int]] | None = None
+    ) -> None:
         if window_s < 0 or max_users < 1:
             raise ValueError(f"coalescing needs a window >= 0 and max_users >= 1, got {window_s}, {max_users}")
         self._send = send
+        self._server_limit = server_limit
+        self.server_max_users: int | None = None  # the server's limit, once asked
         self.window_s = window_s
         self.max_users = max_users
         self._groups: dict[tuple[bytes, float | None], _Group] = {}
@@ -110,18 +119,27 @@ class Coalescer:
         timeout = group.timeout
         if timeout is not None:  # the first caller's deadline
             timeout = max(timeout - (asyncio.get_running_loop().time() - group.started), 0.0)
+        await self._batched(group.template, live, timeout, learn=True)
+
+    async def _batched(self, template: pb.RecommendRequest, live: list[_Caller], timeout: float | None,
+                       *, learn: bool) -> None:  # fmt: skip
+        """One RPC for the callers in `live` (a lone caller's own request as it is), each answered with its share;
+        `learn`: a refusal may be the server's users-per-call limit, to be asked once and respected."""
         if len(live) == 1:
             await self._answer(live[0][1], self._send(live[0][0], timeout))
             return
         request = pb.RecommendRequest()
-        request.CopyFrom(group.template)
+        request.CopyFrom(template)
         for r, _ in live:
             request.user_ids.extend(r.user_ids)
         self.rpcs += 1
         try:
             response = await self._send(request, timeout)
         except grpc.aio.AioRpcError as err:
-            if err.code() in PER_CALLER_CODES:  # one caller's input: each one alone, for its own answer
+            if learn and err.code() == grpc.StatusCode.INVALID_ARGUMENT and await self._over_limit(len(request.user_ids)):
+                # the group was larger than the server takes: smaller groups, from now on too
+                await asyncio.gather(*(self._batched(template, part, timeout, learn=False) for part in self._split(live)))
+            elif err.code() in PER_CALLER_CODES:  # one caller's input: each one alone, for its own answer
                 await asyncio.gather(*(self._answer(f, self._send(r, timeout)) for r, f in live))
             else:
                 for _, f in live:
@@ -142,6 +160,33 @@ class Coalescer:
                 f.set_result(pb.RecommendResponse(model_version=response.model_version,
                                                   recommendations=response.recommendations[start:end]))  # fmt: skip
             start = end
+
+    async def _over_limit(self, users: int) -> bool:
+        """Whether the server's most users per call (asked once, through `server_limit`) is below `users`; if
+        so, groups are capped at it from now on."""
+        if self._server_limit is None:
+            return False
+        if self.server_max_users is None:
+            try:
+                self.server_max_users = int(await self._server_limit())
+            except Exception:  # noqa: BLE001 (not known: the callers are retried alone, as for any refusal)
+                return False
+            if self.server_max_users > 0:
+                self.max_users = min(self.max_users, self.server_max_users)
+        return 0 < self.server_max_users < users
+
+    def _split(self, live: list[_Caller]) -> list[list[_Caller]]:
+        """`live` in order, in parts of at most `max_users` users (a caller with more is a part alone)."""
+        parts: list[list[_Caller]] = [[]]
+        users = 0
+        for caller in live:
+            n = len(caller[0].user_ids)
+            if parts[-1] and users + n > self.max_users:
+                parts.append([])
+                users = 0
+            parts[-1].append(caller)
+            users += n
+        return parts
 
     async def _answer(self, future: asyncio.Future[pb.RecommendResponse], call: Awaitable[pb.RecommendResponse]) -> None:
         self.rpcs += 1
