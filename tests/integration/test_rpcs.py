@@ -229,3 +229,32 @@ def test_async_client_coalescing_learns_a_smaller_users_per_call_limit(make_serv
             assert co._coalescer.rpcs == 7  # groups of 3 + 3 + 2 at once, nothing refused
 
     asyncio.run(main())
+
+
+def test_async_client_coalesces_ratings_calls_and_predictions(server: Any, scorer: Any) -> None:
+    """recommend_for_ratings and predict through AsyncClient(coalesce_ms=...): the same answers as uncoalesced
+    calls, fewer RPCs, and a rating off the model's scale refused for that caller only."""
+    raw = [int(x) for x in scorer.items.raw[:12]]
+    vectors = [{raw[i]: 4.0, raw[i + 1]: 2.0} for i in range(8)]
+    top = float(scorer.rating_scale.max)
+
+    async def main() -> None:
+        async with AsyncClient(server.target, timeout=10) as plain, \
+                AsyncClient(server.target, timeout=10, coalesce_ms=5) as co:  # fmt: skip
+            alone = await asyncio.gather(*(plain.recommend_for_ratings(v, k=5) for v in vectors))
+            together = await asyncio.gather(*(co.recommend_for_ratings(v, k=5) for v in vectors))
+            assert all(_same(a, b) for a, b in zip(together, alone, strict=True))
+            assert co._ratings_coalescer is not None and co._ratings_coalescer.rpcs == 1
+            targets = [raw[10], raw[11]]
+            p_alone = await asyncio.gather(*(plain.predict(v, targets) for v in vectors[:3]))
+            p_together = await asyncio.gather(*(co.predict(v, targets) for v in vectors[:3]))
+            for a, b in zip(p_together, p_alone, strict=True):
+                assert isinstance(a, type(b)) and np.allclose(a.ratings, b.ratings, rtol=1e-6)
+            assert co._ratings_coalescer.rpcs == 2  # the three predictions: one more RPC
+            out = await asyncio.gather(co.recommend_for_ratings(vectors[0], k=5),
+                                       co.recommend_for_ratings({raw[0]: top + 10.0}, k=5),
+                                       return_exceptions=True)  # fmt: skip
+            assert _same(out[0], alone[0])
+            assert isinstance(out[1], MovieRecError) and out[1].code == grpc.StatusCode.INVALID_ARGUMENT
+
+    asyncio.run(main())

@@ -13,7 +13,7 @@ import grpc
 import grpc.aio
 import pytest
 
-from movierec.client._coalesce import Coalescer
+from movierec.client._coalesce import RATINGS, RECOMMEND, Coalescer
 from movierec.v1 import recommender_service_pb2 as pb
 from movierec.v1 import types_pb2 as types
 
@@ -76,9 +76,9 @@ def test_concurrent_calls_with_equal_parameters_go_out_as_one_rpc_and_each_gets_
     fake = FakeServer()
 
     async def main() -> list[pb.RecommendResponse]:
-        co = Coalescer(fake.send, window_s=0.001, max_users=64)
-        return await asyncio.gather(co.recommend(_req([1]), 5.0), co.recommend(_req([2, 3]), 5.0),
-                                    co.recommend(_req([4]), 5.0))  # fmt: skip
+        co = Coalescer(fake.send, window_s=0.001, max_users=64, shape=RECOMMEND)
+        return await asyncio.gather(co.call(_req([1]), 5.0), co.call(_req([2, 3]), 5.0),
+                                    co.call(_req([4]), 5.0))  # fmt: skip
 
     out = run(main())
     assert [_users(r) for r in out] == [[1], [2, 3], [4]]
@@ -91,10 +91,10 @@ def test_different_parameters_are_different_rpcs() -> None:
     fake = FakeServer()
 
     async def main() -> list[pb.RecommendResponse]:
-        co = Coalescer(fake.send, window_s=0.001, max_users=64)
-        return await asyncio.gather(co.recommend(_req([1], k=3), 5.0), co.recommend(_req([2], k=4), 5.0),
-                                    co.recommend(_req([3], exclude=(7,)), 5.0), co.recommend(_req([4]), 9.0),
-                                    co.recommend(_req([5], k=3), 5.0))  # fmt: skip
+        co = Coalescer(fake.send, window_s=0.001, max_users=64, shape=RECOMMEND)
+        return await asyncio.gather(co.call(_req([1], k=3), 5.0), co.call(_req([2], k=4), 5.0),
+                                    co.call(_req([3], exclude=(7,)), 5.0), co.call(_req([4]), 9.0),
+                                    co.call(_req([5], k=3), 5.0))  # fmt: skip
 
     out = run(main())
     assert [len(r.recommendations[0].movie_ids) for r in out] == [3, 4, 3, 3, 3]
@@ -105,15 +105,15 @@ def test_a_full_group_goes_at_once_and_a_large_call_alone() -> None:
     fake = FakeServer()
 
     async def main() -> None:
-        co = Coalescer(fake.send, window_s=3600.0, max_users=4)  # the window never ends within the test
-        out = await asyncio.gather(co.recommend(_req([1, 2]), None), co.recommend(_req([3, 4]), None))
+        co = Coalescer(fake.send, window_s=3600.0, max_users=4, shape=RECOMMEND)  # the window never ends within the test
+        out = await asyncio.gather(co.call(_req([1, 2]), None), co.call(_req([3, 4]), None))
         assert [_users(r) for r in out] == [[1, 2], [3, 4]]
-        big = await co.recommend(_req([5, 6, 7, 8, 9]), None)
+        big = await co.call(_req([5, 6, 7, 8, 9]), None)
         assert _users(big) == [5, 6, 7, 8, 9]
         # three calls of 2 + 2 + 1 users: the third does not fit beside the first two and starts a new group,
         # which close() sends without waiting for the window
-        task = asyncio.gather(co.recommend(_req([10, 11]), None), co.recommend(_req([12, 13]), None),
-                              co.recommend(_req([14]), None))  # fmt: skip
+        task = asyncio.gather(co.call(_req([10, 11]), None), co.call(_req([12, 13]), None),
+                              co.call(_req([14]), None))  # fmt: skip
         closing = asyncio.ensure_future(co.aclose())  # scheduled after the three calls' first steps (FIFO)
         assert [_users(r) for r in await task] == [[10, 11], [12, 13], [14]]
         await closing
@@ -126,8 +126,8 @@ def test_the_rpc_deadline_is_the_first_callers() -> None:
     fake = FakeServer()
 
     async def main() -> None:
-        co = Coalescer(fake.send, window_s=0.001, max_users=64)
-        await asyncio.gather(co.recommend(_req([1]), 5.0), co.recommend(_req([2]), 5.0))
+        co = Coalescer(fake.send, window_s=0.001, max_users=64, shape=RECOMMEND)
+        await asyncio.gather(co.call(_req([1]), 5.0), co.call(_req([2]), 5.0))
 
     run(main())
     ((_, timeout),) = fake.calls
@@ -138,9 +138,9 @@ def test_a_refusal_caused_by_one_caller_is_answered_per_caller() -> None:
     fake = FakeServer()
 
     async def main() -> list[Any]:
-        co = Coalescer(fake.send, window_s=0.001, max_users=64)
-        return await asyncio.gather(co.recommend(_req([1]), None), co.recommend(_req([UNKNOWN]), None),
-                                    co.recommend(_req([3]), None), return_exceptions=True)  # fmt: skip
+        co = Coalescer(fake.send, window_s=0.001, max_users=64, shape=RECOMMEND)
+        return await asyncio.gather(co.call(_req([1]), None), co.call(_req([UNKNOWN]), None),
+                                    co.call(_req([3]), None), return_exceptions=True)  # fmt: skip
 
     ok1, bad, ok3 = run(main())
     assert _users(ok1) == [1] and _users(ok3) == [3]
@@ -153,8 +153,8 @@ def test_any_other_failure_is_every_callers_error() -> None:
     fake = FakeServer(fail=grpc.StatusCode.UNAVAILABLE)
 
     async def main() -> list[Any]:
-        co = Coalescer(fake.send, window_s=0.001, max_users=64)
-        return await asyncio.gather(co.recommend(_req([1]), None), co.recommend(_req([2]), None),
+        co = Coalescer(fake.send, window_s=0.001, max_users=64, shape=RECOMMEND)
+        return await asyncio.gather(co.call(_req([1]), None), co.call(_req([2]), None),
                                     return_exceptions=True)  # fmt: skip
 
     out = run(main())
@@ -167,9 +167,9 @@ def test_a_cancelled_caller_is_left_out_and_the_others_are_answered() -> None:
 
     async def main() -> None:
         fake.release, fake.arrived = asyncio.Event(), asyncio.Event()
-        co = Coalescer(fake.send, window_s=0.001, max_users=64)
-        first = asyncio.ensure_future(co.recommend(_req([1]), None))
-        second = asyncio.ensure_future(co.recommend(_req([2]), None))
+        co = Coalescer(fake.send, window_s=0.001, max_users=64, shape=RECOMMEND)
+        first = asyncio.ensure_future(co.call(_req([1]), None))
+        second = asyncio.ensure_future(co.call(_req([2]), None))
         await fake.arrived.wait()  # the batched RPC is in flight (the window has ended)
         first.cancel()
         fake.release.set()
@@ -183,16 +183,16 @@ def test_a_cancelled_caller_is_left_out_and_the_others_are_answered() -> None:
 
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="window >= 0 and max_users >= 1"):
-        Coalescer(FakeServer().send, window_s=0.001, max_users=0)
+        Coalescer(FakeServer().send, window_s=0.001, max_users=0, shape=RECOMMEND)
 
 
 def test_a_server_taking_fewer_users_per_call_is_asked_once_and_respected() -> None:
     fake = FakeServer(max_users=4)
 
     async def main() -> tuple[list[pb.RecommendResponse], list[pb.RecommendResponse], Coalescer]:
-        co = Coalescer(fake.send, window_s=0.001, max_users=64, server_limit=fake.limit)
-        first = await asyncio.gather(*(co.recommend(_req([u]), 5.0) for u in range(1, 11)))
-        second = await asyncio.gather(*(co.recommend(_req([u]), 5.0) for u in range(11, 21)))
+        co = Coalescer(fake.send, window_s=0.001, max_users=64, server_limit=fake.limit, shape=RECOMMEND)
+        first = await asyncio.gather(*(co.call(_req([u]), 5.0) for u in range(1, 11)))
+        second = await asyncio.gather(*(co.call(_req([u]), 5.0) for u in range(11, 21)))
         return first, second, co
 
     first, second, co = run(main())
@@ -210,8 +210,8 @@ def test_a_refusal_within_the_servers_limit_is_still_answered_per_caller() -> No
     fake = FakeServer(max_users=100)
 
     async def main() -> list[Any]:
-        co = Coalescer(fake.send, window_s=0.001, max_users=64, server_limit=fake.limit)
-        return await asyncio.gather(*(co.recommend(_req([u]), 5.0) for u in (1, UNKNOWN, 3)), return_exceptions=True)
+        co = Coalescer(fake.send, window_s=0.001, max_users=64, server_limit=fake.limit, shape=RECOMMEND)
+        return await asyncio.gather(*(co.call(_req([u]), 5.0) for u in (1, UNKNOWN, 3)), return_exceptions=True)
 
     out = run(main())
     assert _users(out[0]) == [1] and _users(out[2]) == [3]
@@ -223,9 +223,9 @@ def test_an_invalid_argument_under_the_limit_asks_once_then_retries_per_caller()
     fake = FakeServer(max_users=100)
 
     async def main() -> tuple[list[Any], list[Any], Coalescer]:
-        co = Coalescer(fake.send, window_s=0.001, max_users=64, server_limit=fake.limit)
-        first = await asyncio.gather(*(co.recommend(_req([u]), 5.0) for u in (1, -5, 3)), return_exceptions=True)
-        second = await asyncio.gather(*(co.recommend(_req([u]), 5.0) for u in (4, -6)), return_exceptions=True)
+        co = Coalescer(fake.send, window_s=0.001, max_users=64, server_limit=fake.limit, shape=RECOMMEND)
+        first = await asyncio.gather(*(co.call(_req([u]), 5.0) for u in (1, -5, 3)), return_exceptions=True)
+        second = await asyncio.gather(*(co.call(_req([u]), 5.0) for u in (4, -6)), return_exceptions=True)
         return first, second, co
 
     first, second, co = run(main())
@@ -235,3 +235,33 @@ def test_an_invalid_argument_under_the_limit_asks_once_then_retries_per_caller()
     assert fake.limit_asked == 1  # asked at the first refusal only
     assert co.max_users == 64  # the server takes 100: nothing lowered
     assert [users for users, _ in fake.calls] == [[1, -5, 3], [1], [-5], [3], [4, -6], [4], [-6]]
+
+
+def test_ratings_calls_coalesce_into_one_recommend_for_ratings_and_each_gets_its_own_results() -> None:
+    """RATINGS: the queries of concurrent callers (one or several each) go out as one request; each caller gets
+    the results of its own queries, in order."""
+    sent: list[int] = []
+
+    async def send(req: pb.RecommendForRatingsRequest, timeout: float | None) -> pb.RecommendForRatingsResponse:
+        sent.append(len(req.queries))
+        results = [pb.RatingsResult(recommendations=types.RecommendationList(
+                       movie_ids=[int(q.ratings.movie_ids[0]) * 10 + i for i in range(req.k)]))
+                   for q in req.queries]  # fmt: skip
+        return pb.RecommendForRatingsResponse(model_version="v2", results=results)
+
+    def query(*movies: int) -> pb.RatingsQuery:
+        return pb.RatingsQuery(ratings=types.RatingVector(movie_ids=list(movies), ratings=[4.0] * len(movies)))
+
+    async def main() -> list[pb.RecommendForRatingsResponse]:
+        co = Coalescer(send, window_s=0.001, max_users=64, shape=RATINGS)
+        reqs = [pb.RecommendForRatingsRequest(queries=[query(1)], k=2),
+                pb.RecommendForRatingsRequest(queries=[query(2, 5), query(3)], k=2),
+                pb.RecommendForRatingsRequest(queries=[query(4)], k=2)]  # fmt: skip
+        return await asyncio.gather(*(co.call(r, 5.0) for r in reqs))
+
+    out = run(main())
+    assert sent == [4]
+    assert [[list(r.recommendations.movie_ids) for r in resp.results] for resp in out] == [
+        [[10, 11]], [[20, 21], [30, 31]], [[40, 41]]
+    ]
+    assert all(resp.model_version == "v2" for resp in out)

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from movierec.client import _bulk
 from movierec.client import _convert as c
-from movierec.client._coalesce import Coalescer
+from movierec.client._coalesce import RATINGS, RECOMMEND, Coalescer
 from movierec.client._errors import translate_errors
 from movierec.client._options import (
     DEFAULT_TARGET,
@@ -65,7 +65,8 @@ class AsyncClient:
 
         `coalesce_ms` (off by default): concurrent `recommend` calls made within this many milliseconds of each
         other with the same k, exclude, include, titles and timeout go out as one `Recommend` RPC of up to
-        `coalesce_max_users` users (lowered to the server's `--max-users-per-call` if that turns out smaller);
+        `coalesce_max_users` users (`recommend_for_ratings` and `predict` likewise, as one
+        `RecommendForRatings` of up to that many rating vectors) (lowered to the server's `--max-users-per-call` if that turns out smaller);
         each caller still gets only its own lists (or its own error). For services that call once per user of
         their own: the server's cost is per call far more than per user."""
         self.target = resolve_target(target)
@@ -76,22 +77,38 @@ class AsyncClient:
         )  # fmt: skip
         self._stub = pb_grpc.RecommenderServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
-        self._coalescer = (
-            Coalescer(self._send_recommend, coalesce_ms / 1000.0, coalesce_max_users, self._max_users_per_call)
-            if coalesce_ms is not None
-            else None
-        )
+        self._coalescer: Coalescer[pb.RecommendRequest, pb.RecommendResponse] | None = None
+        self._ratings_coalescer: Coalescer[pb.RecommendForRatingsRequest, pb.RecommendForRatingsResponse] | None = None
+        if coalesce_ms is not None:
+            window = coalesce_ms / 1000.0
+            self._coalescer = Coalescer(
+                self._send_recommend, window, coalesce_max_users, self._max_users_per_call, shape=RECOMMEND
+            )
+            self._ratings_coalescer = Coalescer(
+                self._send_ratings, window, coalesce_max_users, self._max_users_per_call, shape=RATINGS
+            )
 
     async def _send_recommend(self, request: pb.RecommendRequest, timeout: float | None) -> pb.RecommendResponse:
         return await self._stub.Recommend(request, timeout=timeout)
+
+    async def _send_ratings(
+        self, request: pb.RecommendForRatingsRequest, timeout: float | None
+    ) -> pb.RecommendForRatingsResponse:
+        return await self._stub.RecommendForRatings(request, timeout=timeout)
+
+    async def _ratings(self, request: pb.RecommendForRatingsRequest, timeout: float | None) -> pb.RecommendForRatingsResponse:
+        if self._ratings_coalescer is not None:
+            return await self._ratings_coalescer.call(request, timeout)
+        return await self._stub.RecommendForRatings(request, timeout=timeout)
 
     async def _max_users_per_call(self) -> int:
         info = await self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=self._t(None))
         return int(info.limits.max_users_per_call)
 
     async def close(self) -> None:
-        if self._coalescer is not None:
-            await self._coalescer.aclose()  # calls waiting for company go out before the channel closes
+        for co in (self._coalescer, self._ratings_coalescer):
+            if co is not None:
+                await co.aclose()  # calls waiting for company go out before the channel closes
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncClient:
@@ -116,7 +133,7 @@ class AsyncClient:
         req = c.recommend_request(RecommendQuery(user_ids, k, exclude, include, titles))
         with translate_errors():
             if self._coalescer is not None:
-                return c.recommendations(await self._coalescer.recommend(req, self._t(timeout)))
+                return c.recommendations(await self._coalescer.call(req, self._t(timeout)))
             return c.recommendations(await self._stub.Recommend(req, timeout=self._t(timeout)))
 
     async def recommend_for_ratings(
@@ -134,9 +151,7 @@ class AsyncClient:
         ({"age": 25, "gender": "F", "occupation": "student", "zip_code": "55105"}, one per vector)."""
         req = c.ratings_request(RatingsQuery(ratings, k, (), exclude, include, titles, profile=profile))
         with translate_errors():
-            return c.ratings_recommendations(
-                await self._stub.RecommendForRatings(req, timeout=self._t(timeout))
-            )
+            return c.ratings_recommendations(await self._ratings(req, self._t(timeout)))
 
     async def predict(
         self, ratings: Any, movie_ids: Any, *, profile: Any = None, timeout: float | None = None
@@ -144,7 +159,7 @@ class AsyncClient:
         """As Client.predict: predicted ratings for `movie_ids` from rating vectors and/or profiles."""
         req = c.ratings_request(RatingsQuery(ratings, 0, movie_ids, profile=profile))
         with translate_errors():
-            out = c.predictions(await self._stub.RecommendForRatings(req, timeout=self._t(timeout)))
+            out = c.predictions(await self._ratings(req, self._t(timeout)))
         return out[0] if c.is_single_query(ratings, profile) else out
 
     async def upsert_movies(self, movies: MoviesLike, *, timeout: float | None = None) -> UpsertResult:

@@ -1,11 +1,12 @@
-"""Coalescing the async SDK's concurrent `recommend` calls into batched `Recommend` RPCs (opt-in).
+"""Coalescing the async SDK's concurrent calls into batched RPCs (opt-in): `recommend` into `Recommend`,
+`recommend_for_ratings` and `predict` into `RecommendForRatings`.
 
 A service that answers each of its own requests with `await client.recommend(user_id)` sends one RPC per
-user, and the server's per-call cost dominates: on the 2-core test machine one worker served ~3,000 such
-calls/s against ~30,000 users/s through calls of 32 users (README, Performance). With
+user, and the server's per-call cost dominates: on the 2-core test machine one worker served ~4,000 such
+calls/s against ~28,000 users/s through calls of 32 users (README, Performance). With
 `AsyncClient(coalesce_ms=1)`, calls made within a millisecond of each other with the same parameters (k,
-exclude, include, titles, timeout) go out as one `Recommend` with all their users, and each caller gets its
-own lists back, as if it had called alone:
+exclude, include, titles, timeout) go out as one RPC with all their users (or rating vectors), and each
+caller gets its own lists back, as if it had called alone:
 
 - The window starts with the first call of a group; the group goes out when the window ends or as soon as it
   holds `max_users` users. A call with more users than that alone goes out on its own, at once.
@@ -25,59 +26,126 @@ Off by default: a lone caller waits up to the window for company that may not co
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import grpc
 import grpc.aio
 
 from movierec.v1 import recommender_service_pb2 as pb
 
-Send = Callable[[pb.RecommendRequest, "float | None"], Awaitable[pb.RecommendResponse]]
-_Caller = tuple[pb.RecommendRequest, "asyncio.Future[pb.RecommendResponse]"]
+Req = TypeVar("Req", pb.RecommendRequest, pb.RecommendForRatingsRequest)
+Resp = TypeVar("Resp", pb.RecommendResponse, pb.RecommendForRatingsResponse)
 # a batched call refused for one caller's input: each caller's request is retried alone
 PER_CALLER_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND})
 
 
+@dataclass(frozen=True)
+class Shape(Generic[Req, Resp]):
+    """How requests of one RPC merge into one and its answer splits back: `rows` of a request (users, or
+    rating vectors), the request without its rows (`template`: what callers must share), `merge` (the
+    template plus every request's rows, in order) and `part` (rows start:end of the answer)."""
+
+    rows: Callable[[Req], int]
+    template: Callable[[Req], Req]
+    merge: Callable[[Req, Sequence[Req]], Req]
+    part: Callable[[Resp, int, int], Resp]
+
+
+def _recommend_template(r: pb.RecommendRequest) -> pb.RecommendRequest:
+    t = pb.RecommendRequest()
+    t.CopyFrom(r)
+    del t.user_ids[:]
+    return t
+
+
+def _recommend_merge(template: pb.RecommendRequest, parts: Sequence[pb.RecommendRequest]) -> pb.RecommendRequest:
+    out = pb.RecommendRequest()
+    out.CopyFrom(template)
+    for r in parts:
+        out.user_ids.extend(r.user_ids)
+    return out
+
+
+def _ratings_template(r: pb.RecommendForRatingsRequest) -> pb.RecommendForRatingsRequest:
+    t = pb.RecommendForRatingsRequest()
+    t.CopyFrom(r)
+    del t.queries[:]
+    return t
+
+
+def _ratings_merge(
+    template: pb.RecommendForRatingsRequest, parts: Sequence[pb.RecommendForRatingsRequest]
+) -> pb.RecommendForRatingsRequest:
+    out = pb.RecommendForRatingsRequest()
+    out.CopyFrom(template)
+    for r in parts:
+        out.queries.extend(r.queries)
+    return out
+
+
+RECOMMEND: Shape[pb.RecommendRequest, pb.RecommendResponse] = Shape(
+    rows=lambda r: len(r.user_ids),
+    template=_recommend_template,
+    merge=_recommend_merge,
+    part=lambda resp, a, b: pb.RecommendResponse(model_version=resp.model_version,
+                                                 recommendations=resp.recommendations[a:b]),
+)  # fmt: skip
+RATINGS: Shape[pb.RecommendForRatingsRequest, pb.RecommendForRatingsResponse] = Shape(
+    rows=lambda r: len(r.queries),
+    template=_ratings_template,
+    merge=_ratings_merge,
+    part=lambda resp, a, b: pb.RecommendForRatingsResponse(model_version=resp.model_version,
+                                                           results=resp.results[a:b]),
+)  # fmt: skip
+
+
 @dataclass
-class _Group:
-    template: pb.RecommendRequest  # the shared parameters (no users)
+class _Group(Generic[Req, Resp]):
+    template: Req  # the shared parameters (no rows)
     timeout: float | None
     started: float  # loop time of the first call
-    requests: list[pb.RecommendRequest] = field(default_factory=list)
-    futures: list[asyncio.Future[pb.RecommendResponse]] = field(default_factory=list)
+    requests: list[Req] = field(default_factory=list)
+    futures: list[asyncio.Future[Resp]] = field(default_factory=list)
     users: int = 0
     timer: asyncio.TimerHandle | None = None
 
 
-class Coalescer:
-    """Groups concurrent Recommend requests with equal parameters into one RPC (see the module docstring).
+class Coalescer(Generic[Req, Resp]):
+    """Groups concurrent requests of one RPC with equal parameters into one call (see the module docstring).
 
-    `send(request, timeout)` makes the RPC; each `recommend` returns the caller's own response: its lists,
-    in its order, and the model version."""
+    `send(request, timeout)` makes the RPC; each `call` returns the caller's own response: its lists (or
+    results), in its order, and the model version. `shape` says how the RPC's requests merge (RECOMMEND,
+    RATINGS); "users" below are its rows."""
 
     def __init__(
-        self, send: Send, window_s: float, max_users: int, server_limit: Callable[[], Awaitable[int]] | None = None
+        self,
+        send: Callable[[Req, float | None], Awaitable[Resp]],
+        window_s: float,
+        max_users: int,
+        server_limit: Callable[[], Awaitable[int]] | None = None,
+        *,
+        shape: Shape[Req, Resp],
     ) -> None:
         if window_s < 0 or max_users < 1:
             raise ValueError(f"coalescing needs a window >= 0 and max_users >= 1, got {window_s}, {max_users}")
-        self._send = send
+        self._send: Callable[[Req, float | None], Awaitable[Resp]] = send
+        self._shape: Shape[Req, Resp] = shape
         self._server_limit = server_limit
         self.server_max_users: int | None = None  # the server's limit, once asked
         self.window_s = window_s
         self.max_users = max_users
-        self._groups: dict[tuple[bytes, float | None], _Group] = {}
+        self._groups: dict[tuple[bytes, float | None], _Group[Req, Resp]] = {}
         self._flushes: set[asyncio.Task[None]] = set()
         self.rpcs = 0  # batched RPCs sent (a retry of one caller alone counts too)
 
-    async def recommend(self, request: pb.RecommendRequest, timeout: float | None) -> pb.RecommendResponse:
-        n = len(request.user_ids)
+    async def call(self, request: Req, timeout: float | None) -> Resp:
+        n = self._shape.rows(request)
         if n >= self.max_users:
             self.rpcs += 1
             return await self._send(request, timeout)
-        template = pb.RecommendRequest()
-        template.CopyFrom(request)
-        del template.user_ids[:]
+        template = self._shape.template(request)
         key = (template.SerializeToString(deterministic=True), timeout)
         loop = asyncio.get_running_loop()
         group = self._groups.get(key)
@@ -87,7 +155,7 @@ class Coalescer:
         if group is None:
             group = self._groups[key] = _Group(template, timeout, loop.time())
             group.timer = loop.call_later(self.window_s, self._flush, key)
-        future: asyncio.Future[pb.RecommendResponse] = loop.create_future()
+        future: asyncio.Future[Resp] = loop.create_future()
         group.requests.append(request)
         group.futures.append(future)
         group.users += n
@@ -112,7 +180,7 @@ class Coalescer:
         if self._flushes:
             await asyncio.gather(*self._flushes, return_exceptions=True)
 
-    async def _run(self, group: _Group) -> None:
+    async def _run(self, group: _Group[Req, Resp]) -> None:
         live = [(r, f) for r, f in zip(group.requests, group.futures, strict=True) if not f.done()]
         if not live:
             return
@@ -121,22 +189,19 @@ class Coalescer:
             timeout = max(timeout - (asyncio.get_running_loop().time() - group.started), 0.0)
         await self._batched(group.template, live, timeout, learn=True)
 
-    async def _batched(self, template: pb.RecommendRequest, live: list[_Caller], timeout: float | None,
+    async def _batched(self, template: Req, live: list[tuple[Req, asyncio.Future[Resp]]], timeout: float | None,
                        *, learn: bool) -> None:  # fmt: skip
         """One RPC for the callers in `live` (a lone caller's own request as it is), each answered with its share;
         `learn`: a refusal may be the server's users-per-call limit, to be asked once and respected."""
         if len(live) == 1:
             await self._answer(live[0][1], self._send(live[0][0], timeout))
             return
-        request = pb.RecommendRequest()
-        request.CopyFrom(template)
-        for r, _ in live:
-            request.user_ids.extend(r.user_ids)
+        request = self._shape.merge(template, [r for r, _ in live])
         self.rpcs += 1
         try:
             response = await self._send(request, timeout)
         except grpc.aio.AioRpcError as err:
-            if learn and err.code() == grpc.StatusCode.INVALID_ARGUMENT and await self._over_limit(len(request.user_ids)):
+            if learn and err.code() == grpc.StatusCode.INVALID_ARGUMENT and await self._over_limit(self._shape.rows(request)):
                 # the group was larger than the server takes: smaller groups, from now on too
                 await asyncio.gather(*(self._batched(template, part, timeout, learn=False) for part in self._split(live)))
             elif err.code() in PER_CALLER_CODES:  # one caller's input: each one alone, for its own answer
@@ -155,10 +220,9 @@ class Coalescer:
             return
         start = 0
         for r, f in live:
-            end = start + len(r.user_ids)
+            end = start + self._shape.rows(r)
             if not f.done():
-                f.set_result(pb.RecommendResponse(model_version=response.model_version,
-                                                  recommendations=response.recommendations[start:end]))  # fmt: skip
+                f.set_result(self._shape.part(response, start, end))
             start = end
 
     async def _over_limit(self, users: int) -> bool:
@@ -175,12 +239,12 @@ class Coalescer:
                 self.max_users = min(self.max_users, self.server_max_users)
         return 0 < self.server_max_users < users
 
-    def _split(self, live: list[_Caller]) -> list[list[_Caller]]:
+    def _split(self, live: list[tuple[Req, asyncio.Future[Resp]]]) -> list[list[tuple[Req, asyncio.Future[Resp]]]]:
         """`live` in order, in parts of at most `max_users` users (a caller with more is a part alone)."""
-        parts: list[list[_Caller]] = [[]]
+        parts: list[list[tuple[Req, asyncio.Future[Resp]]]] = [[]]
         users = 0
         for caller in live:
-            n = len(caller[0].user_ids)
+            n = self._shape.rows(caller[0])
             if parts[-1] and users + n > self.max_users:
                 parts.append([])
                 users = 0
@@ -188,7 +252,7 @@ class Coalescer:
             users += n
         return parts
 
-    async def _answer(self, future: asyncio.Future[pb.RecommendResponse], call: Awaitable[pb.RecommendResponse]) -> None:
+    async def _answer(self, future: asyncio.Future[Resp], call: Awaitable[Resp]) -> None:
         self.rpcs += 1
         try:
             response = await call
