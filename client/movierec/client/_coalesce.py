@@ -226,14 +226,14 @@ class Coalescer(Generic[Req, Resp]):
             start = end
 
     async def _over_limit(self, users: int) -> bool:
-        """Whether the server's most users per call (asked once, through `server_limit`) is below `users`; if
-        so, groups are capped at it from now on."""
+        """Whether the server's most users per call (asked through `server_limit` until it answers once) is
+        below `users`; if so, groups are capped at it from now on."""
         if self._server_limit is None:
             return False
         if self.server_max_users is None:
             try:
                 self.server_max_users = int(await self._server_limit())
-            except Exception:  # noqa: BLE001 (not known: the callers are retried alone, as for any refusal)
+            except Exception:  # noqa: BLE001 (not known now: callers retried alone; asked again at the next refusal)
                 return False
             if self.server_max_users > 0:
                 self.max_users = min(self.max_users, self.server_max_users)
