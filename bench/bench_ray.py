@@ -2,8 +2,9 @@
 
     python -m bench.bench_ray [--shape default] [--workers 1 2]
 
-Each run scores every user of the artifact into a fresh directory (one Parquet file per block). Reported:
-users/s per run (Ray start-up excluded: one local Ray serves all runs), and the peak RSS of one actor.
+Each run scores every user of the artifact into a fresh directory (one Parquet file per block); every worker
+count runs `--repeats` times, interleaved. Reported: users/s, median with min and max (Ray start-up excluded:
+one local Ray serves all runs; actor start-up included), and the peak RSS of one actor.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 from bench.synthetic_data import build_artifact
 
 
-def run(shape: str, workers: list[int], block_users: int = 4096, seed: int = 0) -> dict[str, Any]:
+def run(shape: str, workers: list[int], block_users: int = 4096, seed: int = 0, repeats: int = 3) -> dict[str, Any]:
     import ray
 
     from movierec.trainer.ray_scoring import score_all_ray
@@ -32,20 +34,27 @@ def run(shape: str, workers: list[int], block_users: int = 4096, seed: int = 0) 
     t0 = time.perf_counter()
     ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
     startup = time.perf_counter() - t0
-    results: dict[str, Any] = {"shape": shape, "ray_startup_s": startup, "runs": {}}
+    all_runs: dict[str, list[dict[str, float]]] = {str(w): [] for w in workers}
     try:
-        for w in workers:
-            with tempfile.TemporaryDirectory() as tmp:
-                s = score_all_ray(artifact, Path(tmp) / "out", k=10, workers=w, block_users=block_users, device="cpu")
-            results["runs"][str(w)] = {"users_per_s": s.users_per_second, "seconds": s.seconds,
-                                       "users_per_s_per_actor": s.users_per_second_per_actor,
-                                       "actor_peak_rss_mib": s.actor_peak_rss_mib, "users": s.users}
-            print(f"  {w} worker(s): {s.users_per_second:.0f} users/s ({s.seconds:.1f}s incl. actor start; "
-                  f"{s.users_per_second_per_actor:.0f} users/s per actor while scoring), "
-                  f"actor peak RSS {s.actor_peak_rss_mib:.0f} MiB", flush=True)
+        for r in range(repeats):  # interleaved: 1 worker, 2 workers, 1 worker, ...
+            for w in workers:
+                with tempfile.TemporaryDirectory() as tmp:
+                    s = score_all_ray(artifact, Path(tmp) / "out", k=10, workers=w, block_users=block_users,
+                                      device="cpu")  # fmt: skip
+                all_runs[str(w)].append({"users_per_s": s.users_per_second, "seconds": s.seconds,
+                                         "users_per_s_per_actor": s.users_per_second_per_actor,
+                                         "actor_peak_rss_mib": s.actor_peak_rss_mib, "users": s.users})  # fmt: skip
+                print(f"  run {r + 1}/{repeats}, {w} worker(s): {s.users_per_second:.0f} users/s ({s.seconds:.1f}s "
+                      f"incl. actor start; {s.users_per_second_per_actor:.0f} users/s per actor while scoring), "
+                      f"actor peak RSS {s.actor_peak_rss_mib:.0f} MiB", flush=True)  # fmt: skip
     finally:
         ray.shutdown()
-    return results
+    runs = {}
+    for w, xs in all_runs.items():
+        ups = [x["users_per_s"] for x in xs]
+        median_run = sorted(xs, key=lambda x: x["users_per_s"])[len(xs) // 2]
+        runs[w] = {**median_run, "users_per_s": statistics.median(ups), "min": min(ups), "max": max(ups)}
+    return {"shape": shape, "ray_startup_s": startup, "repeats": repeats, "runs": runs, "all_runs": all_runs}
 
 
 def main() -> None:
@@ -53,9 +62,10 @@ def main() -> None:
     p.add_argument("--shape", default="default")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--block-users", type=int, default=4096)
+    p.add_argument("--repeats", type=int, default=3, help="runs per worker count, interleaved (default 3)")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
-    res = run(a.shape, a.workers, a.block_users)
+    res = run(a.shape, a.workers, a.block_users, repeats=a.repeats)
     if a.json:
         a.json.write_text(json.dumps(res, indent=2))
 

@@ -206,8 +206,11 @@ def render(res: dict[str, Any]) -> str:
         )
     if "ray" in res:
         runs = res["ray"]["runs"]
-        out += ["", "**Ray Data** bulk on a local Ray (same scorer, one run): " + ", ".join(
-            f"{w} worker(s) {r['users_per_s']:,.0f} users/s" for w, r in runs.items()) + " (incl. actor start-up)."]  # fmt: skip
+        n_ray = res["ray"].get("repeats", 1)
+        out += ["", f"**Ray Data** bulk on a local Ray (same scorer; {'one run' if n_ray == 1 else f'medians of {n_ray} runs'}): "
+                + ", ".join(f"{w} worker(s) {r['users_per_s']:,.0f}"
+                            + (f" {_spread(r['min'], r['max'])}" if "min" in r else "") + " users/s"
+                            for w, r in runs.items()) + " (incl. actor start-up)."]  # fmt: skip
     for key in ("online", "online_synthetic"):
         if key not in res:
             continue

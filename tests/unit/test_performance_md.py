@@ -122,3 +122,12 @@ def test_splice_replaces_only_the_marked_part() -> None:
     assert splice(out, "new figures\n") == out  # idempotent
     with pytest.raises(SystemExit):
         splice("# no markers\n", "x")
+
+
+def test_render_gives_ray_medians_with_their_spread() -> None:
+    res = _res()
+    res["ray"] = {"repeats": 3, "runs": {"1": {"users_per_s": 8000.0, "min": 7000.0, "max": 9000.0},
+                                         "2": {"users_per_s": 12000.0, "min": 11000.0, "max": 12500.0}}}  # fmt: skip
+    md = render(res)
+    assert ("**Ray Data** bulk on a local Ray (same scorer; medians of 3 runs): 1 worker(s) 8,000 [7,000..9,000] "
+            "users/s, 2 worker(s) 12,000 [11,000..12,500] users/s (incl. actor start-up).") in md  # fmt: skip
