@@ -188,6 +188,15 @@ def _same(a: Any, b: Any) -> bool:
     )
 
 
+async def _same_as_alone(plain: AsyncClient, co: AsyncClient, users: list[int], k: int = 4) -> list[Any]:
+    """Concurrent recommend calls through the coalescing client `co` each get what a lone call gets; returns the
+    lone answers."""
+    alone = await asyncio.gather(*(plain.recommend(u, k=k) for u in users))
+    together = await asyncio.gather(*(co.recommend(u, k=k) for u in users))
+    assert all(_same(a, b) for a, b in zip(together, alone, strict=True))
+    return alone
+
+
 def test_async_client_coalescing_answers_each_caller_as_alone(server: Any, scorer: Any) -> None:
     """AsyncClient(coalesce_ms=...) against the real server: the same lists as one call per user, fewer RPCs,
     and an unknown user's NOT_FOUND for that caller only."""
@@ -196,9 +205,7 @@ def test_async_client_coalescing_answers_each_caller_as_alone(server: Any, score
     async def main() -> None:
         async with AsyncClient(server.target, timeout=10) as plain, \
                 AsyncClient(server.target, timeout=10, coalesce_ms=5, coalesce_max_users=8) as co:  # fmt: skip
-            alone = await asyncio.gather(*(plain.recommend(u, k=4) for u in users))
-            together = await asyncio.gather(*(co.recommend(u, k=4) for u in users))
-            assert all(_same(a, b) for a, b in zip(together, alone, strict=True))
+            await _same_as_alone(plain, co, users)
             assert co._coalescer is not None and co._coalescer.rpcs == 2  # 12 users in groups of at most 8
             out = await asyncio.gather(co.recommend(users[0], k=3), co.recommend(-5, k=3),
                                        co.recommend(users[1], k=3), return_exceptions=True)  # fmt: skip
@@ -218,14 +225,11 @@ def test_async_client_coalescing_learns_a_smaller_users_per_call_limit(make_serv
     async def main() -> None:
         async with AsyncClient(srv.target, timeout=10) as plain, \
                 AsyncClient(srv.target, timeout=10, coalesce_ms=5, coalesce_max_users=8) as co:  # fmt: skip
-            alone = await asyncio.gather(*(plain.recommend(u, k=4) for u in users))
-            first = await asyncio.gather(*(co.recommend(u, k=4) for u in users))
-            assert all(_same(a, b) for a, b in zip(first, alone, strict=True))
+            await _same_as_alone(plain, co, users)
             assert co._coalescer is not None
             assert co._coalescer.server_max_users == 3 and co._coalescer.max_users == 3
             assert co._coalescer.rpcs == 4  # the refused group of 8, then 3 + 3 + 2
-            again = await asyncio.gather(*(co.recommend(u, k=4) for u in users))
-            assert all(_same(a, b) for a, b in zip(again, alone, strict=True))
+            await _same_as_alone(plain, co, users)
             assert co._coalescer.rpcs == 7  # groups of 3 + 3 + 2 at once, nothing refused
 
     asyncio.run(main())

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 import grpc.aio
@@ -43,62 +43,43 @@ PER_CALLER_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.
 
 @dataclass(frozen=True)
 class Shape(Generic[Req, Resp]):
-    """How requests of one RPC merge into one and its answer splits back: `rows` of a request (users, or
-    rating vectors), the request without its rows (`template`: what callers must share), `merge` (the
-    template plus every request's rows, in order) and `part` (rows start:end of the answer)."""
+    """How requests of one RPC merge into one and its answer splits back: `rows` is a request's repeated field
+    of rows (users, or rating vectors), `answers` the response's repeated field with one entry per row; every
+    other field of the request is what callers must share."""
 
-    rows: Callable[[Req], int]
-    template: Callable[[Req], Req]
-    merge: Callable[[Req, Sequence[Req]], Req]
-    part: Callable[[Resp, int, int], Resp]
+    request: type[Req]
+    response: type[Resp]
+    rows: Callable[[Req], Any]
+    answers: Callable[[Resp], Any]
 
+    def count(self, request: Req) -> int:
+        return len(self.rows(request))
 
-def _recommend_template(r: pb.RecommendRequest) -> pb.RecommendRequest:
-    t = pb.RecommendRequest()
-    t.CopyFrom(r)
-    del t.user_ids[:]
-    return t
+    def template(self, request: Req) -> Req:
+        """The request without its rows."""
+        out = self.request()
+        out.CopyFrom(request)
+        del self.rows(out)[:]
+        return out
 
+    def merge(self, template: Req, parts: Sequence[Req]) -> Req:
+        """The template with every part's rows, in order."""
+        out = self.request()
+        out.CopyFrom(template)
+        for p in parts:
+            self.rows(out).extend(self.rows(p))
+        return out
 
-def _recommend_merge(template: pb.RecommendRequest, parts: Sequence[pb.RecommendRequest]) -> pb.RecommendRequest:
-    out = pb.RecommendRequest()
-    out.CopyFrom(template)
-    for r in parts:
-        out.user_ids.extend(r.user_ids)
-    return out
-
-
-def _ratings_template(r: pb.RecommendForRatingsRequest) -> pb.RecommendForRatingsRequest:
-    t = pb.RecommendForRatingsRequest()
-    t.CopyFrom(r)
-    del t.queries[:]
-    return t
-
-
-def _ratings_merge(
-    template: pb.RecommendForRatingsRequest, parts: Sequence[pb.RecommendForRatingsRequest]
-) -> pb.RecommendForRatingsRequest:
-    out = pb.RecommendForRatingsRequest()
-    out.CopyFrom(template)
-    for r in parts:
-        out.queries.extend(r.queries)
-    return out
+    def part(self, response: Resp, start: int, end: int) -> Resp:
+        """Rows start:end of the answer, with its model version."""
+        out = self.response(model_version=response.model_version)
+        self.answers(out).extend(self.answers(response)[start:end])
+        return out
 
 
-RECOMMEND: Shape[pb.RecommendRequest, pb.RecommendResponse] = Shape(
-    rows=lambda r: len(r.user_ids),
-    template=_recommend_template,
-    merge=_recommend_merge,
-    part=lambda resp, a, b: pb.RecommendResponse(model_version=resp.model_version,
-                                                 recommendations=resp.recommendations[a:b]),
-)  # fmt: skip
-RATINGS: Shape[pb.RecommendForRatingsRequest, pb.RecommendForRatingsResponse] = Shape(
-    rows=lambda r: len(r.queries),
-    template=_ratings_template,
-    merge=_ratings_merge,
-    part=lambda resp, a, b: pb.RecommendForRatingsResponse(model_version=resp.model_version,
-                                                           results=resp.results[a:b]),
-)  # fmt: skip
+RECOMMEND = Shape(pb.RecommendRequest, pb.RecommendResponse, lambda r: r.user_ids, lambda r: r.recommendations)
+RATINGS = Shape(pb.RecommendForRatingsRequest, pb.RecommendForRatingsResponse, lambda r: r.queries,
+                lambda r: r.results)  # fmt: skip
 
 
 @dataclass
@@ -141,7 +122,7 @@ class Coalescer(Generic[Req, Resp]):
         self.rpcs = 0  # batched RPCs sent (a retry of one caller alone counts too)
 
     async def call(self, request: Req, timeout: float | None) -> Resp:
-        n = self._shape.rows(request)
+        n = self._shape.count(request)
         if n >= self.max_users:
             self.rpcs += 1
             return await self._send(request, timeout)
@@ -201,7 +182,7 @@ class Coalescer(Generic[Req, Resp]):
         try:
             response = await self._send(request, timeout)
         except grpc.aio.AioRpcError as err:
-            if learn and err.code() == grpc.StatusCode.INVALID_ARGUMENT and await self._over_limit(self._shape.rows(request)):
+            if learn and err.code() == grpc.StatusCode.INVALID_ARGUMENT and await self._over_limit(self._shape.count(request)):
                 # the group was larger than the server takes: smaller groups, from now on too
                 await asyncio.gather(*(self._batched(template, part, timeout, learn=False) for part in self._split(live)))
             elif err.code() in PER_CALLER_CODES:  # one caller's input: each one alone, for its own answer
@@ -220,7 +201,7 @@ class Coalescer(Generic[Req, Resp]):
             return
         start = 0
         for r, f in live:
-            end = start + self._shape.rows(r)
+            end = start + self._shape.count(r)
             if not f.done():
                 f.set_result(self._shape.part(response, start, end))
             start = end
@@ -244,7 +225,7 @@ class Coalescer(Generic[Req, Resp]):
         parts: list[list[tuple[Req, asyncio.Future[Resp]]]] = [[]]
         users = 0
         for caller in live:
-            n = self._shape.rows(caller[0])
+            n = self._shape.count(caller[0])
             if parts[-1] and users + n > self.max_users:
                 parts.append([])
                 users = 0
