@@ -32,7 +32,8 @@ def test_run_uses_the_loop_and_cleans_up(choice: str) -> None:
     cancelled = asyncio.Event()  # set from inside the loop; read after it closed
     state: dict[str, object] = {}
 
-    async def forever() -> None:
+    async def forever(started: asyncio.Event) -> None:
+        started.set()
         try:
             await asyncio.Future()
         finally:
@@ -40,8 +41,9 @@ def test_run_uses_the_loop_and_cleans_up(choice: str) -> None:
 
     async def main() -> int:
         state["loop"] = event_loop.running_loop_name()
-        state["task"] = asyncio.get_running_loop().create_task(forever())
-        await asyncio.sleep(0)  # let it start
+        started = asyncio.Event()
+        state["task"] = asyncio.get_running_loop().create_task(forever(started))
+        await started.wait()  # it is running, and still pending when main returns
         return 42
 
     assert event_loop.run(main(), choice) == 42
