@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from movierec.server.event_loop import CHOICES as EVENT_LOOPS
+
 ENV_PREFIX = "MOVIEREC_"
 DEFAULT_PORT = 50051
 OVERLAY_FILE = "added-movies.json"
@@ -75,7 +77,7 @@ class ServerSettings:
             "max_movies_per_upsert": self.max_movies_per_upsert >= 1,
             "metrics_port": -1 <= self.metrics_port <= 65535,
             "http_port": -1 <= self.http_port <= 65535,
-            "event_loop": self.event_loop in ("auto", "uvloop", "asyncio"),
+            "event_loop": self.event_loop in EVENT_LOOPS,
             "workers": self.workers == "auto" or (self.workers.isdigit() and 1 <= int(self.workers) <= 256),
         }
         bad = [name for name, ok in checks.items() if not ok]
