@@ -2,8 +2,8 @@
 `recommend_for_ratings` and `predict` into `RecommendForRatings`.
 
 A service that answers each of its own requests with `await client.recommend(user_id)` sends one RPC per
-user, and the server's per-call cost dominates: on the 2-core test machine one worker served ~4,000 such
-calls/s against ~28,000 users/s through calls of 32 users (README, Performance). With
+user, and the server's per-call cost dominates: on the 2-core test machine one worker served 3,000-4,000 such
+calls/s against 25,000-28,000 users/s through calls of 32 users (README, Performance). With
 `AsyncClient(coalesce_ms=1)`, calls made within a millisecond of each other with the same parameters (k,
 exclude, include, titles, timeout) go out as one RPC with all their users (or rating vectors), and each
 caller gets its own lists back, as if it had called alone:
