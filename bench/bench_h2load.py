@@ -10,8 +10,11 @@ sends one body), framed by hand
 (1-byte flag, 4-byte length) and POSTed with `content-type: application/grpc`. h2load counts HTTP 200s, and
 gRPC answers errors with HTTP 200 too, so every run also checks the answers' bytes: an error answer carries
 no message, so the mean data per answer must be at least what the echo server's full list takes.
-`movierec serve` (1 and 2 workers, metrics off and on) and the echo server (1 and 2 processes) run
-interleaved, `--repeats` times; medians with [min..max].
+`movierec serve` (1 and 2 workers, metrics off and on), the echo server (1 and 2 processes; 1 process on uvloop
+too) and the echo server behind movierec's batcher (`ref_servers echo-batched`, on uvloop as `movierec serve`)
+run interleaved, `--repeats` times; medians with [min..max]. The batched echo splits the gap between echo and
+movierec: echo -> batched echo is what batching (a model step in a thread per batch) costs on its own,
+batched echo -> movierec is movierec's own work per call (validation, the model step, the reply).
 
     apt-get install nghttp2-client     # Debian: h2load
     python -m bench.bench_h2load [--seconds 5] [--repeats 3]
@@ -127,7 +130,13 @@ def run(artifact: Path | None, repeats: int, seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         body = Path(tmp) / "recommend.grpc"
         body.write_bytes(grpc_body(user))
-        servers = {**configs(artifact), "echo-1w-uvloop": [*configs(artifact)["echo-1w"], "--event-loop", "uvloop"]}
+        echo = configs(artifact)["echo-1w"]
+        servers = {
+            **configs(artifact),
+            "echo-1w-uvloop": [*echo, "--event-loop", "uvloop"],
+            # echo behind movierec's batcher, on movierec's loop: what the batching structure costs alone
+            "echo-batched-1w-uvloop": [*echo[:-1], "echo-batched", "--event-loop", "uvloop"],
+        }
         for r in range(repeats):
             for name, cmd in servers.items():
                 res = one_run(cmd, body, seconds)
@@ -143,6 +152,8 @@ def run(artifact: Path | None, repeats: int, seconds: float) -> dict[str, Any]:
         "2w_over_1w_c64": c64["movierec-2w"] / c64["movierec-1w"],
         "1w_over_echo1w_c64": c64["movierec-1w"] / c64["echo-1w"],
         "1w_over_echo1w_uvloop_c64": c64["movierec-1w"] / c64["echo-1w-uvloop"],
+        "1w_over_echo_batched_uvloop_c64": c64["movierec-1w"] / c64["echo-batched-1w-uvloop"],
+        "echo_batched_over_echo1w_uvloop_c64": c64["echo-batched-1w-uvloop"] / c64["echo-1w-uvloop"],
         "2w_over_echo2w_c64": c64["movierec-2w"] / c64["echo-2w"],
         "echo2w_over_echo1w_c64": c64["echo-2w"] / c64["echo-1w"],
         "metrics_cost_1w_c64": 1 - c64["movierec-1w-metrics"] / c64["movierec-1w"],

@@ -50,6 +50,7 @@ WORKER_ROWS = (
     ("movierec-2w-metrics", "movierec, 2 workers, metrics on"),
     ("echo-1w", "grpc.aio echo, 1 process"),
     ("echo-1w-uvloop", "grpc.aio echo, 1 process, uvloop"),
+    ("echo-batched-1w-uvloop", "echo behind movierec's batcher (a model step that does nothing), 1 process, uvloop"),
     ("echo-2w", "grpc.aio echo, 2 processes"),
 )
 
@@ -140,6 +141,10 @@ def _h2load_section(h: dict[str, Any]) -> list[str]:
         f"**{r['1w_over_echo1w_c64']:.2f}x** the one-process echo (floor 0.8x: {_met(r['1w_over_echo1w_c64'] >= 0.8)})"
         + (f" and {r['1w_over_echo1w_uvloop_c64']:.2f}x the same echo on uvloop (movierec serves on uvloop, its "
            "default; the echo server on the standard loop is bare grpc.aio)" if "1w_over_echo1w_uvloop_c64" in r else "")
+        + (f"; where the gap lies: batching alone (echo behind movierec's batcher, a model step that does "
+           f"nothing) keeps {r['echo_batched_over_echo1w_uvloop_c64']:.2f}x of the echo on uvloop, and movierec's own "
+           f"work per call (validation, the model step, the reply) leaves 1 worker at "
+           f"{r['1w_over_echo_batched_uvloop_c64']:.2f}x that batched echo" if "1w_over_echo_batched_uvloop_c64" in r else "")
         + f"; 2 workers = {r['2w_over_echo2w_c64']:.2f}x the two-process echo; metrics cost "
         f"**{100 * r['metrics_cost_1w_c64']:+.0f}%** (1 worker) and **{100 * r['metrics_cost_2w_c64']:+.0f}%** "
         f"(2 workers) of calls/s (floor 5%: {_met(max(r['metrics_cost_1w_c64'], r['metrics_cost_2w_c64']) <= 0.05)}).",

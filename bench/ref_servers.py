@@ -4,6 +4,10 @@ naive  the same model, one forward pass per Recommend request, in the handler: n
        the same torch thread count as `movierec serve` (--torch-threads, default 1)
 echo   no model: Recommend answers a canned list of the same size (k movie ids + scores) for the user id
        asked; what Python grpc.aio itself allows on this machine (the ceiling)
+echo-batched  echo's answers, each after a model step that does nothing: movierec's DynamicBatcher with
+       `movierec serve`'s defaults (window, batch and queue sizes; steps in the model thread). What the
+       batching structure costs on its own: between it and `movierec serve` is movierec's own work per
+       call (validation, the model step, the reply)
 
 python -m bench.ref_servers naive --artifact A [--device cpu]
 """
@@ -58,18 +62,53 @@ class Echo(pb_grpc.RecommenderServiceServicer):
     async def Recommend(
         self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecommendResponse:
+        return self.answer(request)
+
+    def answer(self, request: pb.RecommendRequest) -> pb.RecommendResponse:
         lists = [types.RecommendationList(user_id=u, movie_ids=self.movies[: request.k], scores=self.scores[: request.k])
                  for u in request.user_ids]  # fmt: skip
         return pb.RecommendResponse(model_version="echo", recommendations=lists)
 
 
+class BatchedEcho(Echo):
+    """Echo's answers, each after a model step that does nothing, batched as `movierec serve` batches."""
+
+    def __init__(self) -> None:
+        from movierec.server.batcher import DynamicBatcher
+        from movierec.server.config import ServerSettings
+        from movierec.server.engine import INLINE_MAX_S
+
+        super().__init__()
+        s = ServerSettings()
+        self.batcher: DynamicBatcher[int, None] = DynamicBatcher(
+            lambda jobs: [None] * len(jobs),
+            max_batch_size=s.max_batch_size,
+            max_delay_s=s.max_delay_ms / 1000.0,
+            max_queue_size=s.max_queue_size,
+            rows_of=lambda rows: rows,
+            inline_max_s=INLINE_MAX_S,  # as for a CPU model: a lone caller's step may run on the loop
+        )
+
+    async def Recommend(
+        self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecommendResponse:
+        await self.batcher.submit(len(request.user_ids))
+        return self.answer(request)
+
+
 async def serve(kind: str, artifact: Path | None, device: str, torch_threads: int = 1, port: int = 0,
                 workers: int = 1) -> None:  # fmt: skip
-    servicer = Naive(artifact, device, torch_threads) if kind == "naive" and artifact else Echo()
+    servicer: pb_grpc.RecommenderServiceServicer
+    if kind == "naive" and artifact:
+        servicer = Naive(artifact, device, torch_threads)
+    else:
+        servicer = BatchedEcho() if kind == "echo-batched" else Echo()
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if workers > 1 else 0)])
     pb_grpc.add_RecommenderServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
+    if isinstance(servicer, BatchedEcho):
+        servicer.batcher.start()
     if workers == 1:
         print(f"{kind} serving on 127.0.0.1:{port}", file=sys.stderr, flush=True)
     await server.wait_for_termination()
@@ -113,7 +152,7 @@ def serve_workers(kind: str, artifact: Path | None, device: str, torch_threads: 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("kind", choices=("naive", "echo"))
+    p.add_argument("kind", choices=("naive", "echo", "echo-batched"))
     p.add_argument("--artifact", type=Path)
     p.add_argument("--device", default="cpu")
     p.add_argument("--torch-threads", type=int, default=1, help="as `movierec serve --torch-threads` (default 1)")

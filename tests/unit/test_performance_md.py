@@ -113,6 +113,15 @@ def test_render_adds_the_h2load_table_and_its_floors() -> None:
     assert "| grpc.aio echo, 1 process, uvloop | 6,000 [5,400..6,600] | 500 [400..600] |" in md
     assert "(floor 0.8x: **not met**) and 0.15x the same echo on uvloop" in md
     assert "`movierec serve` on its default event loop, uvloop;" in md
+    assert "where the gap lies" not in md  # no batched echo in this run
+
+    # and the echo behind movierec's batcher: its row and where the gap lies
+    res["h2load"]["summary"]["echo-batched-1w-uvloop"] = summary["movierec-2w"]
+    res["h2load"]["ratios"] |= {"echo_batched_over_echo1w_uvloop_c64": 0.95, "1w_over_echo_batched_uvloop_c64": 0.6}
+    md = render(res)
+    assert "| echo behind movierec's batcher (a model step that does nothing), 1 process, uvloop | 3,000 [2,700..3,300] |" in md
+    assert "batching alone (echo behind movierec's batcher, a model step that does nothing) keeps 0.95x of the echo" in md
+    assert "leaves 1 worker at 0.60x that batched echo" in md
 
 
 def test_splice_replaces_only_the_marked_part() -> None:
