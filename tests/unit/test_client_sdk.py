@@ -204,3 +204,11 @@ def test_clients_have_the_same_cold_start_api() -> None:
         assert list(sync.parameters) == list(aio.parameters), name
         assert getattr(Client, name).__doc__ and getattr(AsyncClient, name).__doc__
     assert "profile" in inspect.signature(Client.recommend_for_ratings).parameters
+
+
+def test_rpc_errors_become_movierec_errors_with_their_status() -> None:
+    aio = grpc.aio.AioRpcError(grpc.StatusCode.NOT_FOUND, grpc.aio.Metadata(), grpc.aio.Metadata(), details="user_ids: 9")
+    err = MovieRecError.from_rpc_error(aio)
+    assert err.code == grpc.StatusCode.NOT_FOUND and err.details == "user_ids: 9"
+    bare = MovieRecError.from_rpc_error(grpc.RpcError("channel closed"))  # no status: UNKNOWN with its text
+    assert bare.code == grpc.StatusCode.UNKNOWN and bare.details == "channel closed"

@@ -18,9 +18,11 @@ class MovieRecError(Exception):
 
     @classmethod
     def from_rpc_error(cls, err: grpc.RpcError) -> MovieRecError:
-        code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
-        details = err.details() if hasattr(err, "details") else str(err)
-        return cls(code or grpc.StatusCode.UNKNOWN, details or "")
+        # a finished call's error (blocking: a grpc.Call; asyncio: AioRpcError) carries its status; a bare
+        # RpcError (raised by other code) does not
+        if isinstance(err, (grpc.Call, grpc.aio.AioRpcError)):
+            return cls(err.code() or grpc.StatusCode.UNKNOWN, err.details() or "")
+        return cls(grpc.StatusCode.UNKNOWN, str(err))
 
     @classmethod
     def from_code_number(cls, number: int, details: str) -> MovieRecError:

@@ -150,8 +150,8 @@ class _SyncToken(
             d.timeout,
             _with_token(d.metadata, self._header),
             d.credentials,
-            getattr(d, "wait_for_ready", None),
-            getattr(d, "compression", None),
+            d.wait_for_ready,
+            d.compression,
         )
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:

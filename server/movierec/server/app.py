@@ -80,7 +80,7 @@ class RecommenderServer:
             from movierec.server.tracing import StepTracing
 
             self.tracing = StepTracing(tracer_provider)
-        cuda = str(getattr(scorer, "device", "")).startswith("cuda")
+        cuda = str(scorer.device).startswith("cuda")
         observer = BatcherMetrics(self.metrics, scorer.device if cuda else None) if self.metrics else None
         self.engine = Engine(scorer, settings, observer=observer, tracer=self.tracing)
         self.health = health_aio.HealthServicer()

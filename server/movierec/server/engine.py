@@ -388,7 +388,7 @@ class Engine:
             tracer=tracer,
             # CPU models: steps of a few users that cost under 1 ms run on the event loop (no thread hand-off
             # for a lone caller); on CUDA every step stays in the model thread
-            inline_max_s=0.0 if str(getattr(scorer, "device", "cpu")).startswith("cuda") else INLINE_MAX_S,
+            inline_max_s=0.0 if str(scorer.device).startswith("cuda") else INLINE_MAX_S,
         )
 
     # -- the current model ---------------------------------------------------------------------------------

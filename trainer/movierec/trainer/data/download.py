@@ -73,7 +73,7 @@ def download(
         raise DataError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
     except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
         target.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", exc)
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         raise NetworkError(f"cannot download {url}: {reason} (offline or server unreachable?)") from None
     if size is not None and written != size:
         target.unlink(missing_ok=True)
