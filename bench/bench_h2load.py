@@ -28,6 +28,7 @@ import shutil
 import statistics
 import struct
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,7 @@ def run(artifact: Path | None, repeats: int, seconds: float) -> dict[str, Any]:
             **configs(artifact),
             "echo-1w-uvloop": [*echo, "--event-loop", "uvloop"],
             # echo behind movierec's batcher, on movierec's loop: what the batching structure costs alone
-            "echo-batched-1w-uvloop": [*echo[:-1], "echo-batched", "--event-loop", "uvloop"],
+            "echo-batched-1w-uvloop": [sys.executable, "-m", "bench.ref_servers", "echo-batched", "--event-loop", "uvloop"],
         }
         for r in range(repeats):
             for name, cmd in servers.items():
