@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import (
     bench_bulk,
@@ -27,6 +30,18 @@ from bench import (
 from movierec.server import event_loop
 
 RESULTS = Path("bench/results")
+T = TypeVar("T")
+
+
+def isolated(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)` in a fresh interpreter (multiprocessing's spawn), its result sent back.
+
+    Every benchmark runs this way, so that none measures what an earlier one left in the process: after the
+    Ray runs the interpreter holds four times the objects (every garbage collection walks them) and Ray's
+    client threads, and a load generator there answered a lone caller about a quarter slower than one started
+    fresh; the Python load generators' figures (p99 at concurrency 1 among them) would read that."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args, **kwargs).result()
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -99,28 +114,29 @@ def main() -> None:
     res: dict[str, Any] = {"machine": machine(a.device), "quick": a.quick}
     res["machine"]["loadavg_start"] = list(os.getloadavg())  # how busy the machine was (1, 5, 15 min)
     repeats = 1 if a.quick else a.repeats
-    res["bulk"] = bench_bulk.run(a.shape, a.device, 20_000 if a.quick else None, 1024, 10, repeats=repeats,
-                                 workers=1 if a.no_workers or a.device != "cpu" else 2)
+    res["bulk"] = isolated(bench_bulk.run, a.shape, a.device, 20_000 if a.quick else None, 1024, 10,
+                           repeats=repeats, workers=1 if a.no_workers or a.device != "cpu" else 2)  # fmt: skip
     if not a.no_ray and a.device == "cpu":
-        res["ray"] = bench_ray.run("tiny" if a.quick else a.shape, [1, 2])
+        res["ray"] = isolated(bench_ray.run, "tiny" if a.quick else a.shape, [1, 2])
     calls, seconds = (300, 2.0) if a.quick else (1000, 5.0)
-    res["online"] = bench_online.run(a.online_artifact, a.device, calls, seconds, [], repeats)
+    res["online"] = isolated(bench_online.run, a.online_artifact, a.device, calls, seconds, [], repeats)
     if not a.no_synthetic_online:  # the same, on the bulk run's synthetic artifact (a larger catalog)
         synthetic = Path(f"bench/results/synthetic-{a.shape}-seed0")
-        res["online_synthetic"] = bench_online.run(synthetic, a.device, calls, seconds, [], repeats)
+        res["online_synthetic"] = isolated(bench_online.run, synthetic, a.device, calls, seconds, [], repeats)
     if not a.no_workers and a.device == "cpu":  # 1 and 2 workers, echo with as many processes, metrics on/off
-        res["workers"] = bench_workers.run(a.online_artifact, repeats, 200 if a.quick else 500, 2.0 if a.quick else 3.0)
+        res["workers"] = isolated(bench_workers.run, a.online_artifact, repeats, 200 if a.quick else 500,
+                                  2.0 if a.quick else 3.0)  # fmt: skip
         (RESULTS / "workers.json").write_text(json.dumps(res["workers"], indent=2))
         if a.no_h2load:
             pass
         elif bench_h2load.available():  # the same servers under a load generator that leaves them the cores
-            res["h2load"] = bench_h2load.run(a.online_artifact, repeats, 2.0 if a.quick else 5.0)
+            res["h2load"] = isolated(bench_h2load.run, a.online_artifact, repeats, 2.0 if a.quick else 5.0)
             (RESULTS / "h2load.json").write_text(json.dumps(res["h2load"], indent=2))
         else:
             print("h2load not found (apt-get install nghttp2-client): the capacity runs with a C load generator "
                   "are skipped", flush=True)  # fmt: skip
         # the async SDK coalescing concurrent single-user calls (AsyncClient(coalesce_ms=...)), off and on
-        res["coalesce"] = bench_coalesce.run(a.online_artifact, repeats, 2.0 if a.quick else 3.0)
+        res["coalesce"] = isolated(bench_coalesce.run, a.online_artifact, repeats, 2.0 if a.quick else 3.0)
     res["conditions"] = a.conditions
     res["machine"]["loadavg_end"] = list(os.getloadavg())
     res["seconds"] = time.perf_counter() - t0
