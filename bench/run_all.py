@@ -37,9 +37,9 @@ def isolated(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """`fn(*args, **kwargs)` in a fresh interpreter (multiprocessing's spawn), its result sent back.
 
     Every benchmark runs this way, so that none measures what an earlier one left in the process: after the
-    Ray runs the interpreter holds four times the objects (every garbage collection walks them) and Ray's
-    client threads, and a load generator there answered a lone caller about a quarter slower than one started
-    fresh; the Python load generators' figures (p99 at concurrency 1 among them) would read that."""
+    Ray runs the interpreter tracks four times the objects and keeps Ray's client threads, and a load generator
+    there served a lone caller about a quarter fewer calls/s than one started fresh (README, Performance); the
+    Python load generators' figures (p99 at concurrency 1 among them) would read that."""
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(fn, *args, **kwargs).result()
 
